@@ -1,0 +1,55 @@
+"""jaxjac: Jacobian regularization for robust learning in JAX.
+
+The flat public API. Private modules live in ``jaxjac._src``; import from
+``jaxjac`` (and its public submodules) only.
+
+References:
+  Hoffman, Roberts, Yaida. Robust Learning with Jacobian Regularization.
+  arXiv:1908.02729, 2019.
+  Wu, Li. Adversarially robust generalization theory via Jacobian
+  regularization. arXiv:2412.12449, 2024.
+"""
+
+from jaxjac._src.jacobian import ApplyFn as ApplyFn
+from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
+from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
+from jaxjac._src.jacobian import NORMS as NORMS
+from jaxjac._src.jacobian import frobenius_exact as frobenius_exact
+from jaxjac._src.jacobian import frobenius_jvp as frobenius_jvp
+from jaxjac._src.jacobian import frobenius_projection as frobenius_projection
+from jaxjac._src.jacobian import jacobian as jacobian
+from jaxjac._src.jacobian import l11_exact as l11_exact
+from jaxjac._src.jacobian import l11_jvp as l11_jvp
+from jaxjac._src.jacobian import l11_projection as l11_projection
+from jaxjac._src.jacobian import spectral_power as spectral_power
+from jaxjac._src.penalty import jacobian_penalty as jacobian_penalty
+from jaxjac._src.penalty import jacobian_penalty_per_example as jacobian_penalty_per_example
+from jaxjac._src.surrogates import CE_GRAD_BOUND as CE_GRAD_BOUND
+from jaxjac._src.surrogates import first_order_robust_loss as first_order_robust_loss
+from jaxjac._src.surrogates import input_gradient as input_gradient
+from jaxjac._src.surrogates import jacobian_surrogate_loss as jacobian_surrogate_loss
+from jaxjac._src.surrogates import softmax_cross_entropy as softmax_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ApplyFn",
+    "CE_GRAD_BOUND",
+    "ESTIMATORS",
+    "EXACT_METHODS",
+    "NORMS",
+    "first_order_robust_loss",
+    "frobenius_exact",
+    "frobenius_jvp",
+    "frobenius_projection",
+    "input_gradient",
+    "jacobian",
+    "jacobian_penalty",
+    "jacobian_penalty_per_example",
+    "jacobian_surrogate_loss",
+    "l11_exact",
+    "l11_jvp",
+    "l11_projection",
+    "softmax_cross_entropy",
+    "spectral_power",
+)
