@@ -10,6 +10,7 @@ References:
   regularization. arXiv:2412.12449, 2024.
 """
 
+from jaxjac import data as data
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
