@@ -31,13 +31,12 @@ def check_float_array(x: Any, name: str, *, min_ndim: int = 1) -> None:
     raise TypeError(f"`{name}` must be a jax or numpy array, got {type(x).__name__}.")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        f"`{name}` must have a floating-point dtype (e.g. float32), got {dtype}; "
-        f"convert it, e.g. `{name}.astype(jnp.float32) / 255.`."
+      f"`{name}` must have a floating-point dtype (e.g. float32), got {dtype}; "
+      f"convert it, e.g. `{name}.astype(jnp.float32) / 255.`."
     )
   if np.ndim(x) < min_ndim:
     raise ValueError(
-        f"`{name}` must have a leading batch dimension (ndim >= {min_ndim}), "
-        f"got shape {np.shape(x)}."
+      f"`{name}` must have a leading batch dimension (ndim >= {min_ndim}), got shape {np.shape(x)}."
     )
 
 
@@ -54,8 +53,8 @@ def check_key(key: Any, *, needed_by: str) -> None:
   """Raises ValueError if a PRNG key is required but missing."""
   if key is None:
     raise ValueError(
-        f"`key` is required by {needed_by}; pass one, e.g. `key=jax.random.key(0)` "
-        "(inside a training step, `jax.random.fold_in(key, step)`)."
+      f"`key` is required by {needed_by}; pass one, e.g. `key=jax.random.key(0)` "
+      "(inside a training step, `jax.random.fold_in(key, step)`)."
     )
 
 
@@ -88,14 +87,14 @@ def batch_output_shape(fn, x: jax.Array, *, fn_name: str = "apply_fn") -> tuple[
   shape = getattr(out, "shape", None)
   if shape is None:
     raise ValueError(
-        f"`{fn_name}` must return a single array of logits, got {type(out).__name__}; "
-        "wrap it, e.g. `lambda p, x: model.apply(p, x, mutable=['batch_stats'])[0]`."
+      f"`{fn_name}` must return a single array of logits, got {type(out).__name__}; "
+      "wrap it, e.g. `lambda p, x: model.apply(p, x, mutable=['batch_stats'])[0]`."
     )
   if len(shape) < 1 or shape[0] != x.shape[0]:
     raise ValueError(
-        f"`{fn_name}` must return logits of shape (B, ...) with the batch size "
-        f"B = {x.shape[0]} of `x`, got output shape {tuple(shape)} for input shape "
-        f"{tuple(x.shape)}."
+      f"`{fn_name}` must return logits of shape (B, ...) with the batch size "
+      f"B = {x.shape[0]} of `x`, got output shape {tuple(shape)} for input shape "
+      f"{tuple(x.shape)}."
     )
   if not jnp.issubdtype(out.dtype, jnp.floating):
     raise TypeError(f"`{fn_name}` must return floating-point logits, got {out.dtype}.")

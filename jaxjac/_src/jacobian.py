@@ -123,7 +123,9 @@ def _dense(ops: _Ops, method: str) -> jax.Array:
   if method == "auto":
     method = "vjp" if num_outputs <= dim else "jvp"
   if method == "vjp":  # C reverse passes, vmapped over one-hot cotangents.
-    eye = jnp.broadcast_to(jnp.eye(num_outputs, dtype=dtype)[:, None], (num_outputs, batch, num_outputs))
+    eye = jnp.broadcast_to(
+      jnp.eye(num_outputs, dtype=dtype)[:, None], (num_outputs, batch, num_outputs)
+    )
     return jnp.moveaxis(ops.vjp_many(eye), 0, 1)
   if method == "jvp":  # d forward passes, vmapped over one-hot tangents.
     eye = jnp.broadcast_to(jnp.eye(dim, dtype=dtype)[:, None], (dim, batch, dim))
@@ -148,12 +150,12 @@ def _batch_fn(apply_fn: ApplyFn, params: Params) -> BatchFn:
 
 
 def jacobian(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    *,
-    per_example: bool = False,
-    method: str = "auto",
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  *,
+  per_example: bool = False,
+  method: str = "auto",
 ) -> jax.Array:
   """Dense per-example input-output Jacobians.
 
@@ -210,24 +212,26 @@ def _sphere(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
 
 
 def frobenius_exact(
-    f: BatchFn, x: jax.Array, *, per_example: bool = False, method: str = "auto"
+  f: BatchFn, x: jax.Array, *, per_example: bool = False, method: str = "auto"
 ) -> jax.Array:
   """Exact squared Frobenius norms ``||J_b||_F^2 = sum_ij J_ij^2``, shape ``(B,)``.
 
   Computes the dense Jacobian (see :func:`jacobian` for ``method``; the
   default reverse mode costs ``C`` VJPs) and sums its squares.
   """
-  jac = _dense(_make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS))
+  jac = _dense(
+    _make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS)
+  )
   return jnp.sum(jnp.square(jac), axis=(1, 2))
 
 
 def frobenius_projection(
-    f: BatchFn,
-    x: jax.Array,
-    *,
-    key: jax.Array,
-    num_projections: int = 1,
-    per_example: bool = False,
+  f: BatchFn,
+  x: jax.Array,
+  *,
+  key: jax.Array,
+  num_projections: int = 1,
+  per_example: bool = False,
 ) -> jax.Array:
   """Random-projection estimate of ``||J_b||_F^2`` (Hoffman et al. 2019, eq. 9).
 
@@ -249,12 +253,12 @@ def frobenius_projection(
 
 
 def frobenius_jvp(
-    f: BatchFn,
-    x: jax.Array,
-    *,
-    key: jax.Array,
-    num_projections: int = 1,
-    per_example: bool = False,
+  f: BatchFn,
+  x: jax.Array,
+  *,
+  key: jax.Array,
+  num_projections: int = 1,
+  per_example: bool = False,
 ) -> jax.Array:
   """Forward-mode Hutchinson estimate of ``||J_b||_F^2`` in input space.
 
@@ -277,24 +281,26 @@ def frobenius_jvp(
 
 
 def l11_exact(
-    f: BatchFn, x: jax.Array, *, per_example: bool = False, method: str = "auto"
+  f: BatchFn, x: jax.Array, *, per_example: bool = False, method: str = "auto"
 ) -> jax.Array:
   """Exact entry-wise norms ``||J_b||_{1,1} = sum_ij |J_ij|``, shape ``(B,)``.
 
   The l_inf-attack Jacobian regularizer of Wu and Li (2024). See
   :func:`jacobian` for ``method``.
   """
-  jac = _dense(_make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS))
+  jac = _dense(
+    _make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS)
+  )
   return jnp.sum(jnp.abs(jac), axis=(1, 2))
 
 
 def l11_projection(
-    f: BatchFn,
-    x: jax.Array,
-    *,
-    key: jax.Array,
-    num_projections: int = 1,
-    per_example: bool = False,
+  f: BatchFn,
+  x: jax.Array,
+  *,
+  key: jax.Array,
+  num_projections: int = 1,
+  per_example: bool = False,
 ) -> jax.Array:
   """Row-sampling estimate of ``||J_b||_{1,1}``: one VJP per sample.
 
@@ -310,18 +316,20 @@ def l11_projection(
   n = checks.check_positive_int(num_projections, "num_projections")
   ops = _make_ops(f, x, per_example, fn_name="f")
   batch, c = ops.xf.shape[0], ops.num_outputs
-  v = _sample(key, n, lambda k: jax.nn.one_hot(jax.random.randint(k, (batch,), 0, c), c, dtype=ops.xf.dtype))
+  v = _sample(
+    key, n, lambda k: jax.nn.one_hot(jax.random.randint(k, (batch,), 0, c), c, dtype=ops.xf.dtype)
+  )
   w = ops.vjp_many(v)
   return c * jnp.mean(jnp.sum(jnp.abs(w), axis=-1), axis=0)
 
 
 def l11_jvp(
-    f: BatchFn,
-    x: jax.Array,
-    *,
-    key: jax.Array,
-    num_projections: int = 1,
-    per_example: bool = False,
+  f: BatchFn,
+  x: jax.Array,
+  *,
+  key: jax.Array,
+  num_projections: int = 1,
+  per_example: bool = False,
 ) -> jax.Array:
   """Column-sampling estimate of ``||J_b||_{1,1}``: one JVP per sample.
 
@@ -336,18 +344,20 @@ def l11_jvp(
   n = checks.check_positive_int(num_projections, "num_projections")
   ops = _make_ops(f, x, per_example, fn_name="f")
   batch, d = ops.xf.shape
-  u = _sample(key, n, lambda k: jax.nn.one_hot(jax.random.randint(k, (batch,), 0, d), d, dtype=ops.xf.dtype))
+  u = _sample(
+    key, n, lambda k: jax.nn.one_hot(jax.random.randint(k, (batch,), 0, d), d, dtype=ops.xf.dtype)
+  )
   y = ops.jvp_many(u)
   return d * jnp.mean(jnp.sum(jnp.abs(y), axis=-1), axis=0)
 
 
 def spectral_power(
-    f: BatchFn,
-    x: jax.Array,
-    *,
-    key: jax.Array | None = None,
-    iterations: int = 20,
-    per_example: bool = False,
+  f: BatchFn,
+  x: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  iterations: int = 20,
+  per_example: bool = False,
 ) -> jax.Array:
   """Squared largest singular value ``sigma_max(J_b)^2`` by power iteration.
 
@@ -378,10 +388,9 @@ def spectral_power(
 
   if per_example:
     u = jax.vmap(lambda b, xi, ui: power(ops.row_fn(b), xi, ui))(
-        jnp.arange(ops.xf.shape[0]), ops.xf, u0
+      jnp.arange(ops.xf.shape[0]), ops.xf, u0
     )
   else:  # One batched pass per step; each row is normalized on its own.
     u = power(ops.g, ops.xf, u0)
   y = ops.jvp_many(u[None])[0]
   return jnp.sum(jnp.square(y), axis=-1)
-

@@ -11,26 +11,26 @@ from jaxjac._src.jacobian import ESTIMATORS, EXACT_METHODS, NORMS, ApplyFn, Para
 
 # (norm, estimator) -> estimator function of (f, x, **kwargs) -> (B,).
 _RANDOM = {
-    ("frobenius", "projection"): jac_lib.frobenius_projection,
-    ("frobenius", "jvp"): jac_lib.frobenius_jvp,
-    ("l11", "projection"): jac_lib.l11_projection,
-    ("l11", "jvp"): jac_lib.l11_jvp,
+  ("frobenius", "projection"): jac_lib.frobenius_projection,
+  ("frobenius", "jvp"): jac_lib.frobenius_jvp,
+  ("l11", "projection"): jac_lib.l11_projection,
+  ("l11", "jvp"): jac_lib.l11_jvp,
 }
 _EXACT = {"frobenius": jac_lib.frobenius_exact, "l11": jac_lib.l11_exact}
 
 
 def jacobian_penalty_per_example(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    *,
-    key: jax.Array | None = None,
-    norm: str = "frobenius",
-    estimator: str = "exact",
-    num_projections: int = 1,
-    per_example: bool = False,
-    method: str = "auto",
-    iterations: int = 20,
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  norm: str = "frobenius",
+  estimator: str = "exact",
+  num_projections: int = 1,
+  per_example: bool = False,
+  method: str = "auto",
+  iterations: int = 20,
 ) -> jax.Array:
   """Per-example Jacobian penalties, shape ``(B,)``; see :func:`jacobian_penalty`."""
   checks.check_choice(norm, "norm", NORMS)
@@ -40,33 +40,35 @@ def jacobian_penalty_per_example(
   if not callable(apply_fn):
     raise TypeError(f"`apply_fn` must be callable as apply_fn(params, x), got {apply_fn!r}.")
   f = lambda xb: apply_fn(params, xb)
+  checks.check_float_array(x, "x")
+  checks.batch_output_shape(f, x, fn_name="apply_fn")  # Trace-time only.
   if norm == "spectral":
     if estimator != "exact":
       raise ValueError(
-          "`estimator` must be 'exact' for norm='spectral' (computed by power "
-          f"iteration; set `iterations`), got {estimator!r}."
+        "`estimator` must be 'exact' for norm='spectral' (computed by power "
+        f"iteration; set `iterations`), got {estimator!r}."
       )
     return jac_lib.spectral_power(f, x, key=key, iterations=iterations, per_example=per_example)
   if estimator == "exact":
     return _EXACT[norm](f, x, per_example=per_example, method=method)
   checks.check_key(key, needed_by=f"estimator={estimator!r}")
   return _RANDOM[(norm, estimator)](
-      f, x, key=key, num_projections=num_projections, per_example=per_example
+    f, x, key=key, num_projections=num_projections, per_example=per_example
   )
 
 
 def jacobian_penalty(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    *,
-    key: jax.Array | None = None,
-    norm: str = "frobenius",
-    estimator: str = "exact",
-    num_projections: int = 1,
-    per_example: bool = False,
-    method: str = "auto",
-    iterations: int = 20,
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  norm: str = "frobenius",
+  estimator: str = "exact",
+  num_projections: int = 1,
+  per_example: bool = False,
+  method: str = "auto",
+  iterations: int = 20,
 ) -> jax.Array:
   """Batch mean of a norm of the input-output Jacobian: the JR penalty.
 
@@ -152,15 +154,15 @@ def jacobian_penalty(
     regularization. arXiv:2412.12449, 2024.
   """
   values = jacobian_penalty_per_example(
-      apply_fn,
-      params,
-      x,
-      key=key,
-      norm=norm,
-      estimator=estimator,
-      num_projections=num_projections,
-      per_example=per_example,
-      method=method,
-      iterations=iterations,
+    apply_fn,
+    params,
+    x,
+    key=key,
+    norm=norm,
+    estimator=estimator,
+    num_projections=num_projections,
+    per_example=per_example,
+    method=method,
+    iterations=iterations,
   )
   return jnp.mean(values)

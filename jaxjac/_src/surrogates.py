@@ -66,13 +66,13 @@ def _reduce(values: jax.Array, reduction: str) -> jax.Array:
 
 
 def input_gradient(
-    loss_fn: LossFn,
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    per_example: bool = False,
+  loss_fn: LossFn,
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  per_example: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Per-example losses ``(B,)`` and their input gradients ``(B, ...)``.
 
@@ -89,16 +89,16 @@ def input_gradient(
 
 
 def first_order_robust_loss(
-    loss_fn: LossFn,
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    eps: float,
-    p: float | str,
-    per_example: bool = False,
-    reduction: str = "mean",
+  loss_fn: LossFn,
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  eps: float,
+  p: float | str,
+  per_example: bool = False,
+  reduction: str = "mean",
 ) -> jax.Array:
   """First-order approximation of the l_p adversarially robust loss.
 
@@ -124,20 +124,20 @@ def first_order_robust_loss(
 
 
 def jacobian_surrogate_loss(
-    loss_fn: LossFn,
-    apply_fn: ApplyFn,
-    params: Params,
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    eps: float,
-    p: float | str,
-    grad_bound: float | None = None,
-    key: jax.Array | None = None,
-    estimator: str = "exact",
-    num_projections: int = 1,
-    per_example: bool = False,
-    reduction: str = "mean",
+  loss_fn: LossFn,
+  apply_fn: ApplyFn,
+  params: Params,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  eps: float,
+  p: float | str,
+  grad_bound: float | None = None,
+  key: jax.Array | None = None,
+  estimator: str = "exact",
+  num_projections: int = 1,
+  per_example: bool = False,
+  reduction: str = "mean",
 ) -> jax.Array:
   """Jacobian-regularized surrogate of the robust loss (Wu and Li 2024).
 
@@ -170,14 +170,14 @@ def jacobian_surrogate_loss(
   checks.check_eps(bound, "grad_bound")
   norm = "frobenius" if p == 2.0 else "l11"
   values = jacobian_penalty_per_example(
-      apply_fn,
-      params,
-      x,
-      key=key,
-      norm=norm,
-      estimator=estimator,
-      num_projections=num_projections,
-      per_example=per_example,
+    apply_fn,
+    params,
+    x,
+    key=key,
+    norm=norm,
+    estimator=estimator,
+    num_projections=num_projections,
+    per_example=per_example,
   )
   if norm == "frobenius":
     values = jnp.sqrt(values)

@@ -1,0 +1,272 @@
+"""Core: dense Jacobians, exact norms, estimators, per-example paths, gradients."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tol
+from jax.test_util import check_grads
+
+import jaxjac
+
+B = 6
+
+
+class SmallMLP(nn.Module):
+  hidden: int = 16
+  classes: int = 5
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    x = jnp.tanh(nn.Dense(self.hidden)(x))
+    return nn.Dense(self.classes)(x)
+
+
+class SmallCNN(nn.Module):
+  classes: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Conv(3, (3, 3), padding="SAME")(x))
+    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    x = jnp.tanh(nn.Conv(4, (3, 3), padding="SAME")(x))
+    return nn.Dense(self.classes)(x.reshape(x.shape[0], -1))
+
+
+class BatchMixer(nn.Module):
+  """Normalizes over the batch, like BatchNorm in training mode."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(8)(x.reshape(x.shape[0], -1))
+    h = (h - jnp.mean(h, axis=0, keepdims=True)) / jnp.sqrt(
+      jnp.var(h, axis=0, keepdims=True) + 1e-3
+    )
+    return nn.Dense(3)(jnp.tanh(h))
+
+
+def _setup(kind, dtype=jnp.float32, seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  if kind == "mlp":
+    model, shape = SmallMLP(), (B, 3, 4)
+  elif kind == "cnn":
+    model, shape = SmallCNN(), (B, 6, 6, 1)
+  else:
+    model, shape = BatchMixer(), (B, 5)
+  x = jax.random.uniform(k1, shape, dtype)
+  variables = model.init(k2, x)
+  variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+  return model.apply, variables, x
+
+
+def _dense_reference(apply_fn, params, x):
+  """Per-example dense Jacobians by jax.jacfwd of the single-example function."""
+  single = lambda xi: apply_fn(params, xi[None])[0]
+  jac = jax.vmap(jax.jacfwd(single))(x)
+  return jac.reshape(x.shape[0], -1, int(np.prod(x.shape[1:])))
+
+
+def _finite_difference(apply_fn, params, x, h):
+  """Per-example Jacobians by central differences, float64 on the host."""
+  x = np.asarray(x, np.float64)
+  params64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  batch, dim = x.shape[0], int(np.prod(x.shape[1:]))
+  flat = x.reshape(batch, dim)
+  cols = []
+  for j in range(dim):
+    step = np.zeros_like(flat)
+    step[:, j] = h
+    plus = np.asarray(apply_fn(params64, (flat + step).reshape(x.shape)))
+    minus = np.asarray(apply_fn(params64, (flat - step).reshape(x.shape)))
+    cols.append((plus - minus).reshape(batch, -1) / (2 * h))
+  return np.stack(cols, axis=-1)  # (B, C, d)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("method", jaxjac.EXACT_METHODS)
+@pytest.mark.parametrize("per_example", [False, True])
+def test_jacobian_matches_jacfwd(kind, method, per_example):
+  apply_fn, params, x = _setup(kind)
+  ref = _dense_reference(apply_fn, params, x)
+  got = jaxjac.jacobian(apply_fn, params, x, method=method, per_example=per_example)
+  assert got.shape == ref.shape
+  np.testing.assert_allclose(got, ref, rtol=tol(1e-5), atol=tol(1e-6))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_exact_norms_match_dense_and_finite_differences(kind):
+  apply_fn, params, x = _setup(kind)
+  ref = np.asarray(_dense_reference(apply_fn, params, x), np.float64)
+  with jax.enable_x64(True):
+    fd = _finite_difference(apply_fn, params, x, h=1e-5)
+  # Float64 central differences agree with the float32 AD Jacobian to ~1e-6.
+  np.testing.assert_allclose(fd, ref, rtol=1e-4, atol=1e-6)
+  for reference in (ref, fd):
+    frob = np.mean(np.sum(reference**2, axis=(1, 2)))
+    l11 = np.mean(np.sum(np.abs(reference), axis=(1, 2)))
+    spec = np.mean(np.linalg.svd(reference, compute_uv=False)[:, 0] ** 2)
+    np.testing.assert_allclose(jaxjac.jacobian_penalty(apply_fn, params, x), frob, rtol=tol(1e-5))
+    np.testing.assert_allclose(
+      jaxjac.jacobian_penalty(apply_fn, params, x, norm="l11"), l11, rtol=tol(1e-5)
+    )
+    np.testing.assert_allclose(
+      jaxjac.jacobian_penalty(apply_fn, params, x, norm="spectral", iterations=200),
+      spec,
+      rtol=tol(1e-4),
+    )
+
+
+def test_spectral_per_example_and_random_start_agree():
+  apply_fn, params, x = _setup("cnn")
+  ref = (
+    np.linalg.svd(np.asarray(_dense_reference(apply_fn, params, x)), compute_uv=False)[:, 0] ** 2
+  )
+  for kwargs in ({"per_example": True}, {"key": jax.random.key(7)}):
+    got = jaxjac.jacobian_penalty_per_example(
+      apply_fn, params, x, norm="spectral", iterations=200, **kwargs
+    )
+    np.testing.assert_allclose(got, ref, rtol=tol(1e-4))
+
+
+def _estimates(fn, keys):
+  return np.asarray(jax.jit(jax.vmap(fn))(keys), np.float64)  # (K, B)
+
+
+@pytest.mark.probabilistic
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize(
+  "norm,estimator",
+  [("frobenius", "projection"), ("frobenius", "jvp"), ("l11", "projection"), ("l11", "jvp")],
+)
+def test_estimators_unbiased_with_variance_one_over_n(kind, norm, estimator):
+  """2000 fixed keys: mean within 3% of exact; variance(n=1)/variance(n=4) ~ 4."""
+  apply_fn, params, x = _setup(kind)
+  exact = np.asarray(
+    jaxjac.jacobian_penalty_per_example(apply_fn, params, x, norm=norm), np.float64
+  )
+  keys = jax.random.split(jax.random.key(2024), 2000)
+
+  def est(n):
+    return lambda k: jaxjac.jacobian_penalty_per_example(
+      apply_fn, params, x, key=k, norm=norm, estimator=estimator, num_projections=n
+    )
+
+  one = _estimates(est(1), keys)
+  four = _estimates(est(4), keys)
+  # Per-example means within 3% (the standard error here is < 1.5%).
+  np.testing.assert_allclose(one.mean(axis=0), exact, rtol=0.03)
+  np.testing.assert_allclose(four.mean(axis=0), exact, rtol=0.03)
+  ratio = one.var(axis=0) / four.var(axis=0)
+  # 1/n scaling: the ratio of variances is 4 up to the sampling error of
+  # 2000-sample variance estimates (< 15% for these distributions).
+  assert np.all((ratio > 3.0) & (ratio < 5.3)), ratio
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_batched_and_per_example_agree_for_independent_examples(kind):
+  apply_fn, params, x = _setup(kind)
+  key = jax.random.key(3)
+  for norm, estimator in [
+    ("frobenius", "exact"),
+    ("frobenius", "projection"),
+    ("frobenius", "jvp"),
+    ("l11", "exact"),
+    ("l11", "projection"),
+    ("spectral", "exact"),
+  ]:
+    kw = dict(key=key, norm=norm, estimator=estimator, num_projections=3)
+    batched = jaxjac.jacobian_penalty_per_example(apply_fn, params, x, **kw)
+    single = jaxjac.jacobian_penalty_per_example(apply_fn, params, x, per_example=True, **kw)
+    np.testing.assert_allclose(single, batched, rtol=tol(1e-4), err_msg=f"{norm}/{estimator}")
+
+
+def test_batched_path_is_wrong_for_a_batch_mixing_model():
+  apply_fn, params, x = _setup("mixer")
+  batch, dim = x.shape
+  # Reference: diagonal blocks of the Jacobian of the whole batched function.
+  full = jax.jacfwd(lambda xx: apply_fn(params, xx))(x)  # (B, C, B, d)
+  diag = jnp.stack([full[b, :, b, :] for b in range(batch)])
+  per_example = jaxjac.jacobian(apply_fn, params, x, per_example=True)
+  np.testing.assert_allclose(per_example, diag, rtol=tol(1e-5), atol=tol(1e-6))
+  exact_pe = jaxjac.jacobian_penalty_per_example(apply_fn, params, x, per_example=True)
+  np.testing.assert_allclose(exact_pe, jnp.sum(diag**2, axis=(1, 2)), rtol=tol(1e-5))
+  # The batched trick sums cross-example terms: it must differ visibly.
+  batched = jaxjac.jacobian_penalty_per_example(apply_fn, params, x)
+  assert np.max(np.abs(batched - exact_pe) / exact_pe) > 0.05
+  # The projection estimator with per_example=True is unbiased for the diag blocks.
+  keys = jax.random.split(jax.random.key(5), 2000)
+  est = _estimates(
+    lambda k: jaxjac.jacobian_penalty_per_example(
+      apply_fn, params, x, key=k, estimator="projection", per_example=True
+    ),
+    keys,
+  )
+  np.testing.assert_allclose(est.mean(axis=0), exact_pe, rtol=0.03)
+
+
+@pytest.mark.parametrize(
+  "norm,estimator,per_example",
+  [
+    ("frobenius", "exact", False),
+    ("frobenius", "projection", False),
+    ("frobenius", "jvp", False),
+    ("l11", "exact", False),
+    ("l11", "projection", True),
+    ("spectral", "exact", False),
+    ("frobenius", "projection", True),
+  ],
+)
+def test_gradients_wrt_params_float64(norm, estimator, per_example):
+  with jax.enable_x64(True):
+    apply_fn, params, x = _setup("mlp", jnp.float64)
+    key = jax.random.key(11)
+    fn = lambda p: jaxjac.jacobian_penalty(
+      apply_fn,
+      p,
+      x,
+      key=key,
+      norm=norm,
+      estimator=estimator,
+      num_projections=2,
+      per_example=per_example,
+      iterations=300,
+    )
+    # Small step: |J_ij| has kinks at 0 and the smallest |J_ij| here is ~5e-5.
+    check_grads(fn, (params,), order=1, modes=("rev",), atol=1e-4, rtol=1e-4, eps=1e-6)
+
+
+def test_jit_compiles_once_and_vmaps_over_params():
+  apply_fn, params, x = _setup("mlp")
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def penalty(p, xx, key):
+    return jaxjac.jacobian_penalty(apply_fn, p, xx, key=key, estimator="projection")
+
+  values = [penalty(params, x + i, jax.random.key(i)) for i in range(3)]
+  assert len({float(v) for v in values}) == 3
+  # vmap over a stack of parameter sets equals a Python loop over them.
+  stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
+  vm = jax.vmap(lambda p: jaxjac.jacobian_penalty(apply_fn, p, x))(stacked)
+  loop = [
+    jaxjac.jacobian_penalty(apply_fn, jax.tree.map(lambda a: s * a, params), x) for s in (1, 2)
+  ]
+  np.testing.assert_allclose(vm, loop, rtol=tol(1e-5))
+
+
+def test_linear_model_closed_form():
+  """For z = x W the Jacobian is W^T for every example: exact norms by hand."""
+  w = jax.random.normal(jax.random.key(0), (7, 3))
+  x = jax.random.normal(jax.random.key(1), (4, 7))
+  apply_fn = lambda p, xx: xx @ p
+  np.testing.assert_allclose(jaxjac.jacobian_penalty(apply_fn, w, x), jnp.sum(w**2), rtol=1e-6)
+  np.testing.assert_allclose(
+    jaxjac.jacobian_penalty(apply_fn, w, x, norm="l11"), jnp.sum(jnp.abs(w)), rtol=1e-6
+  )
+  top = np.linalg.svd(np.asarray(w), compute_uv=False)[0] ** 2
+  np.testing.assert_allclose(
+    jaxjac.jacobian_penalty(apply_fn, w, x, norm="spectral", iterations=100), top, rtol=1e-5
+  )
