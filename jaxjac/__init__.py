@@ -11,6 +11,7 @@ References:
 """
 
 from jaxjac import data as data
+from jaxjac import sharding as sharding
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS

@@ -1,0 +1,485 @@
+"""Data parallelism (jaxjac.sharding) and mixed precision.
+
+The multi-device checks need several devices before JAX starts, so they run
+this file as a script in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``; the script computes
+every quantity on one device and on the 4-device mesh and saves both, and the
+tests compare them. The multi-host check starts two such processes (two
+devices each) joined by ``jax.distributed`` on localhost.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+NUM_DEVICES = 4
+BATCH = 8
+IMAGE = (12, 12, 1)
+LAMBDA_JR = 0.1
+# The two-host test: 24 examples, host_shard gives host 0 rows 0..11 and host 1 rows 12..23,
+# and each feeds the first 4 of its rows: the global batch is rows 0..3 and 12..15.
+HOST_ROWS = np.r_[0:4, 12:16]
+
+
+# ---------------------------------------------------------------------------
+# Shared by the subprocess and the in-process tests.
+# ---------------------------------------------------------------------------
+
+
+def _model():
+  import flax.linen as nn
+
+  class SmallCNN(nn.Module):
+    """conv 3x3x4 - ReLU - maxpool 2 - dense 16 - ReLU - dropout - dense 10."""
+
+    dropout_rate: float = 0.25
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+      x = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = nn.relu(nn.Dense(16)(x.reshape((x.shape[0], -1))))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      return nn.Dense(10)(x)
+
+  return SmallCNN()
+
+
+def _data(n=BATCH, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.uniform(0.0, 1.0, (n,) + IMAGE).astype(np.float32)
+  y = rng.integers(0, 10, n).astype(np.int32)
+  return x, y
+
+
+def _minimal_train_step(state, batch, key):
+  """CE on the dropout model + (lambda/2) * projection JR penalty, one optax update."""
+  import jax
+  import jax.numpy as jnp
+
+  import jaxjac
+
+  x, y = batch
+  key = jax.random.fold_in(key, state.step)
+  k_drop, k_proj = jax.random.split(key)
+
+  def loss_fn(params):
+    logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": k_drop})
+    ce = jnp.mean(jaxjac.softmax_cross_entropy(logits, y))
+    penalty = jaxjac.jacobian_penalty(
+        state.apply_fn, {"params": params}, x, key=k_proj, estimator="projection"
+    )
+    return ce + 0.5 * LAMBDA_JR * penalty, (ce, penalty)
+
+  (loss, (ce, penalty)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads=grads), {"loss": loss, "ce": ce, "penalty": penalty}
+
+
+_INIT = {}
+
+
+def _init_state(model, learning_rate=0.1):
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax.training import train_state
+
+  tx = optax.sgd(learning_rate, momentum=0.9)
+  if (model, learning_rate) not in _INIT:  # Compile the initialization once.
+
+    def init(key):
+      params = model.init(key, jnp.zeros((1,) + IMAGE))["params"]
+      return params, tx.init(params)
+
+    _INIT[(model, learning_rate)] = jax.jit(init)
+  params, opt_state = _INIT[(model, learning_rate)](jax.random.key(0))
+  return train_state.TrainState(
+      step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
+      opt_state=opt_state
+  )
+
+
+def _pgd(apply_fn, params, x, y, *, eps, step_size, steps, key):
+  """l_inf PGD with a random start: a stand-in with the jaxjac.attacks.pgd signature."""
+  import jax
+  import jax.numpy as jnp
+
+  import jaxjac
+
+  loss = lambda xa: jnp.sum(jaxjac.softmax_cross_entropy(apply_fn(params, xa), y))
+  x0 = jnp.clip(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), 0.0, 1.0)
+
+  def body(_, xa):
+    xa = xa + step_size * jnp.sign(jax.grad(loss)(xa))
+    return jnp.clip(jnp.clip(xa, x - eps, x + eps), 0.0, 1.0)
+
+  return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, body, x0))
+
+
+def _attack():
+  """jaxjac.attacks.pgd when present, else the stand-in above."""
+  try:
+    from jaxjac import attacks
+
+    return functools.partial(attacks.pgd, norm="linf", step_size=0.01), "jaxjac.attacks.pgd"
+  except ImportError:
+    return _pgd, "stand-in"
+
+
+# ---------------------------------------------------------------------------
+# The subprocess: run as `python tests/test_sharding.py devices OUT` or
+# `python tests/test_sharding.py host OUT` (one of two jax.distributed processes).
+# ---------------------------------------------------------------------------
+
+
+def _save(path, results):
+  """np.savez of a dict whose values may be lists of arrays (saved as `name__i`)."""
+  flat = {}
+  for k, v in results.items():
+    if isinstance(v, list):
+      flat.update({f"{k}__{i}": np.asarray(a) for i, a in enumerate(v)})
+      flat[f"{k}__len"] = np.asarray(len(v))
+    else:
+      flat[k] = np.asarray(v)
+  np.savez(path, **flat)
+
+
+def _load(path):
+  with np.load(path) as f:
+    flat = {k: f[k] for k in f.files}
+  out = {k: v for k, v in flat.items() if "__" not in k}
+  for k in [k[: -len("__len")] for k in flat if k.endswith("__len")]:
+    out[k] = [flat[f"{k}__{i}"] for i in range(int(flat[f"{k}__len"]))]
+  return out
+
+
+def _worker_devices(out_path):
+  import jax
+  import jax.numpy as jnp
+
+  import jaxjac
+  from jaxjac import sharding
+
+  jax.config.update("jax_numpy_rank_promotion", "raise")
+  assert jax.device_count() == NUM_DEVICES, jax.devices()
+  res = {}
+  mesh = sharding.make_mesh()
+  mesh1 = sharding.make_mesh(1)
+  model = _model()
+  x, y = _data()
+  key = jax.random.key(42)
+
+  # One train step: plain jit on one device against the 4-device step.
+  state = _init_state(model)
+  single = jax.jit(_minimal_train_step)(state, (jnp.asarray(x), jnp.asarray(y)), key)
+  step = sharding.shard_train_step(_minimal_train_step, mesh)
+  sharded = step(_init_state(model), (x, y), key)
+  res["step_single"] = jax.tree.leaves(jax.device_get(single[0].params))
+  res["step_sharded"] = jax.tree.leaves(sharding.gather(sharded[0].params))
+  res["metrics_single"] = [float(single[1][k]) for k in ("loss", "ce", "penalty")]
+  res["metrics_sharded"] = [float(sharded[1][k]) for k in ("loss", "ce", "penalty")]
+  res["state_spec"] = str(tuple(jax.tree.leaves(sharded[0].params)[0].sharding.spec))
+  change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params, state.params)
+  res["step_change"] = max(float(v) for v in jax.tree.leaves(change))
+
+  # Reference for the two-host test: the 4-device step on the rows the two hosts feed.
+  x24, y24 = _data(3 * BATCH)
+  ref_state, ref_metrics = step(_init_state(model), (x24[HOST_ROWS], y24[HOST_ROWS]), key)
+  res["host_ref_loss"] = float(ref_metrics["loss"])
+  res["host_ref_leaves"] = jax.tree.leaves(sharding.gather(ref_state.params))
+
+  # The projection penalty's randomness: 1 device vs 4 devices, same key.
+  variables = {"params": single[0].params}
+
+  def penalty(variables, x, key):
+    values = jaxjac.jacobian_penalty_per_example(
+        model.apply, variables, x, key=key, estimator="projection", num_projections=2
+    )
+    return values, jnp.mean(values)
+
+  pk = jax.random.key(7)
+  outs = ("batch", "replicated")
+  pen1 = sharding.shard_fn(penalty, mesh1, batch_argnums=(1,), out_shardings=outs)
+  pen4 = sharding.shard_fn(penalty, mesh, batch_argnums=(1,), out_shardings=outs)
+  (res["pen_mesh1"], res["mean_1"]), (res["pen_mesh4"], res["mean_4"]) = jax.device_get(
+      (pen1(variables, x, pk), pen4(variables, x, pk))
+  )
+  res["pen_spec"] = str(tuple(pen4(variables, x, pk)[0].sharding.spec))
+  res["pen_other_key"] = np.asarray(pen1(variables, x, jax.random.key(8))[0])
+
+  # PGD: one device against 4 devices.
+  attack, res["attack"] = _attack()
+  kw = dict(eps=0.1, steps=5)
+  if res["attack"] == "stand-in":
+    kw["step_size"] = 0.01
+  ak = jax.random.key(3)
+  res["pgd_single"] = np.asarray(jax.jit(lambda p, a, b, k: attack(model.apply, p, a, b, key=k,
+                                                                    **kw))(variables, x, y, ak))
+  adv4 = sharding.shard_attack(attack, model.apply, mesh, **kw)(variables, x, y, ak)
+  res["pgd_sharded"] = np.asarray(adv4)
+  res["pgd_spec"] = str(tuple(adv4.sharding.spec))
+
+  # A batch that does not split over 4 devices.
+  try:
+    step(sharded[0], (x[:6], y[:6]), key)
+    res["bad_batch_error"] = ""
+  except ValueError as e:
+    res["bad_batch_error"] = str(e)
+  _save(out_path, res)
+
+
+def _worker_host(out_path):
+  """One of two processes with 2 devices each; every host feeds its own data shard."""
+  import jax
+
+  from jaxjac import sharding
+
+  assert sharding.initialize_distributed()
+  assert jax.process_count() == 2 and jax.device_count() == NUM_DEVICES
+  mesh = sharding.make_mesh()
+  x, y = _data(3 * BATCH)  # Every host "loads" the same dataset ...
+  part = sharding.host_shard(len(x))  # ... and keeps its contiguous share.
+  local = sharding.host_batch_size(BATCH, mesh)
+  xs, ys = x[part][:local], y[part][:local]
+  step = sharding.shard_train_step(_minimal_train_step, mesh)
+  state, metrics = step(_init_state(_model()), (xs, ys), jax.random.key(42))
+  params = sharding.gather(state.params)
+  if jax.process_index() == 0:
+    _save(out_path, {"part": [part.start, part.stop], "local": local,
+                     "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params)})
+
+
+def _run_worker(mode, out_path, env_extra, timeout=120):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_extra.pop('devices')}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env.update(env_extra)
+  return subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), mode, out_path],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+
+
+def _finish(proc, timeout=240):
+  out, _ = proc.communicate(timeout=timeout)
+  if proc.returncode != 0:
+    raise AssertionError(f"worker failed with code {proc.returncode}:\n{out[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def devices4():
+  """Results of the 4-device subprocess, computed once for the module."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "out.npz")
+    _finish(_run_worker("devices", path, {"devices": NUM_DEVICES}))
+    return _load(path)
+
+
+# ---------------------------------------------------------------------------
+# Multi-device tests (subprocess).
+# ---------------------------------------------------------------------------
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+             for u, v in zip(a, b, strict=True))
+
+
+def test_sharded_train_step_equals_single_device_step(devices4):
+  # The step moves the parameters by far more than the tolerance, so equality is not vacuous.
+  assert float(devices4["step_change"]) > 1e-3
+  assert _max_diff(devices4["step_single"], devices4["step_sharded"]) <= 1e-5
+  np.testing.assert_allclose(
+      np.asarray(devices4["metrics_sharded"]), np.asarray(devices4["metrics_single"]),
+      rtol=1e-5, atol=1e-6,
+  )
+  assert str(devices4["state_spec"]) == "()"  # Replicated.
+
+
+def test_projection_penalty_randomness_independent_of_device_count(devices4):
+  one, four = devices4["pen_mesh1"], devices4["pen_mesh4"]
+  assert str(devices4["pen_spec"]) == "('data',)"  # Really split over 4 devices.
+  np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-6)
+  assert abs(float(devices4["mean_4"]) - float(devices4["mean_1"])) <= 1e-6 * max(
+      1.0, abs(float(devices4["mean_1"]))
+  )
+  # Another key gives other per-example draws, so the check above could fail.
+  assert np.min(np.abs(devices4["pen_other_key"] - one) / one) > 1e-3
+
+
+def test_sharded_pgd_gives_the_same_adversarial_examples(devices4):
+  single, sharded = devices4["pgd_single"], devices4["pgd_sharded"]
+  assert str(devices4["pgd_spec"]) == "('data',)"
+  x, _ = _data()
+  assert float(np.max(np.abs(single - x))) > 0.05  # The attack moved the inputs.
+  np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-6)
+
+
+def test_batch_not_multiple_of_devices_raises(devices4):
+  message = str(devices4["bad_batch_error"])
+  assert "multiple of the 4 devices" in message and "got 6" in message
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_equal_one_host(devices4):
+  """2 processes x 2 devices, each feeding its own host shard, match 1 process x 4 devices."""
+  port = _free_port()
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "host.npz")
+    procs = [
+        _run_worker("host", path, {
+            "devices": 2,
+            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(i),
+        })
+        for i in range(2)
+    ]
+    for p in procs:
+      _finish(p)
+    host = _load(path)
+  assert list(host["part"]) == [0, 12] and int(host["local"]) == 4
+  assert abs(float(host["loss"]) - float(devices4["host_ref_loss"])) <= 1e-5
+  assert _max_diff(host["leaves"], devices4["host_ref_leaves"]) <= 1e-5
+
+
+# ---------------------------------------------------------------------------
+# Single-process tests.
+# ---------------------------------------------------------------------------
+
+
+def test_check_batch_size_and_host_shard():
+  import jax
+
+  from jaxjac import sharding
+
+  mesh = sharding.make_mesh(1)
+  assert sharding.check_batch_size(6, mesh) == 6
+  assert sharding.num_data_shards(mesh) == 1
+  with pytest.raises(ValueError, match="num_devices"):
+    sharding.make_mesh(len(jax.devices()) + 1)
+  with pytest.raises(TypeError, match="mesh"):
+    sharding.data_sharding("data")
+  # 10 examples over 3 hosts: 3 each, contiguous, the last one dropped.
+  parts = [sharding.host_shard(10, process_index=i, process_count=3) for i in range(3)]
+  assert [(p.start, p.stop) for p in parts] == [(0, 3), (3, 6), (6, 9)]
+  with pytest.raises(ValueError, match="process_index"):
+    sharding.host_shard(10, process_index=3, process_count=3)
+  with pytest.raises(ValueError, match="num_examples"):
+    sharding.host_shard(2, process_index=0, process_count=3)
+  with pytest.raises(ValueError, match="leading"):
+    sharding.shard_batch((np.zeros((4, 2)), np.zeros((3,))), mesh)
+  with pytest.raises(ValueError, match="out_shardings"):
+    sharding.shard_fn(lambda a: a, mesh, out_shardings="sharded")
+
+
+def test_initialize_distributed_reads_environment():
+  from jaxjac import sharding
+
+  assert sharding.initialize_distributed(environ={}) is False
+  assert sharding.initialize_distributed(environ={"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1",
+                                                  "SLURM_STEP_NODELIST": "n1"}) is False
+  with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS"):
+    sharding.initialize_distributed(environ={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"})
+  with pytest.raises(ValueError, match="JAX_PROCESS_ID"):
+    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
+                                             "JAX_NUM_PROCESSES": "2"})
+  with pytest.raises(ValueError, match="JAX_PROCESS_ID must be in"):
+    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
+                                             "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer"):
+    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
+                                             "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
+
+
+# Stated tolerances of bf16 compute against float32, relative: the penalty and its gradient.
+BF16_RTOL = 0.05
+BF16_GRAD_RTOL = 0.1
+
+
+def _init_variables(model):
+  import jax
+  import jax.numpy as jnp
+
+  return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + IMAGE))
+
+
+def test_bf16_penalty_within_tolerance_of_f32():
+  import jax
+  import jax.numpy as jnp
+
+  import jaxjac
+  from jaxjac import sharding
+
+  model = _model()
+  variables = _init_variables(model)
+  x = jnp.asarray(_data(16)[0])
+  apply16 = sharding.mixed_precision(model.apply)
+
+  @jax.jit
+  def compare(variables, x):
+    out = {}
+    for name, fn in (("f32", model.apply), ("b16", apply16)):
+      for norm in ("frobenius", "l11"):
+        out[name, norm] = jaxjac.jacobian_penalty(fn, variables, x, norm=norm)
+      out[name, "grad"] = jax.grad(lambda v: jaxjac.jacobian_penalty(fn, v, x))(variables)
+    return out
+
+  out = compare(variables, x)
+  for norm in ("frobenius", "l11"):
+    f32, b16 = out["f32", norm], out["b16", norm]
+    assert b16.dtype == jnp.float32
+    rel = abs(float(b16) - float(f32)) / float(f32)
+    # bf16 really ran (it is not bit-equal) and stays within the stated tolerance.
+    assert 0.0 < rel < BF16_RTOL, (norm, rel)
+  # Gradients with respect to float32 params are float32 and close to the f32 ones.
+  g32, g16 = jax.tree.leaves(out["f32", "grad"]), jax.tree.leaves(out["b16", "grad"])
+  for a, b in zip(g32, g16, strict=True):
+    assert b.dtype == jnp.float32
+    assert float(jnp.linalg.norm(b - a)) <= BF16_GRAD_RTOL * float(jnp.linalg.norm(a))
+
+
+def test_mixed_precision_casts_only_floats():
+  import jax.numpy as jnp
+
+  from jaxjac import sharding
+
+  seen = {}
+
+  def apply_fn(params, x):
+    seen["w"], seen["n"], seen["x"] = params["w"].dtype, params["n"].dtype, x.dtype
+    return x @ params["w"]
+
+  params = {"w": jnp.full((3, 2), 1 + 2**-10, jnp.float32), "n": jnp.arange(3)}
+  out = sharding.mixed_precision(apply_fn)(params, jnp.ones((4, 3)))
+  assert (seen["w"], seen["x"], out.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
+  assert jnp.issubdtype(seen["n"], jnp.integer)
+  # 1 + 2^-10 rounds to 1 in bf16 (8 significant bits): 3.0, not float32's 3.0029296875.
+  np.testing.assert_array_equal(np.asarray(out), 3.0)
+  np.testing.assert_array_equal(np.asarray(apply_fn(params, jnp.ones((4, 3)))), 3.0029296875)
+  assert sharding.with_precision(apply_fn, "float32") is apply_fn
+  with pytest.raises(ValueError, match="precision"):
+    sharding.with_precision(apply_fn, "fp8")
+  with pytest.raises(TypeError, match="compute_dtype"):
+    sharding.mixed_precision(apply_fn, compute_dtype=jnp.int32)
+
+
+if __name__ == "__main__":
+  _mode, _out = sys.argv[1], sys.argv[2]
+  {"devices": _worker_devices, "host": _worker_host}[_mode](_out)
