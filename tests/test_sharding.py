@@ -92,15 +92,16 @@ def _init_state(model, learning_rate=0.1):
   import optax
   from flax.training import train_state
 
-  tx = optax.sgd(learning_rate, momentum=0.9)
-  if (model, learning_rate) not in _INIT:  # Compile the initialization once.
+  if (model, learning_rate) not in _INIT:  # One optimizer object, one compiled init.
+    tx = optax.sgd(learning_rate, momentum=0.9)
 
     def init(key):
       params = model.init(key, jnp.zeros((1,) + IMAGE))["params"]
       return params, tx.init(params)
 
-    _INIT[(model, learning_rate)] = jax.jit(init)
-  params, opt_state = _INIT[(model, learning_rate)](jax.random.key(0))
+    _INIT[(model, learning_rate)] = (jax.jit(init), tx)
+  init, tx = _INIT[(model, learning_rate)]
+  params, opt_state = init(jax.random.key(0))
   return train_state.TrainState(
       step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
       opt_state=opt_state

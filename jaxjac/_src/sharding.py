@@ -414,7 +414,8 @@ def shard_fn(
     donate_argnums: arguments whose buffers the output may reuse.
 
   Returns:
-    A function with ``fn``'s signature, compiled once per input shape.
+    A function with ``fn``'s signature, compiled once per input shape, with
+    a ``lower(*args)`` method for ahead-of-time compilation.
 
   Raises:
     ValueError: (at call time) a batch argument whose leading dimension is
@@ -446,14 +447,18 @@ def shard_fn(
       )
     return cache[nargs]
 
-  @functools.wraps(fn)
-  def wrapped(*args):
-    placed = tuple(
+  def place(args):
+    return tuple(
         shard_batch(arg, mesh) if i in batch_argnums else replicate(arg, mesh)
         for i, arg in enumerate(args)
     )
-    return jitted_for(len(args))(*placed)
 
+  @functools.wraps(fn)
+  def wrapped(*args):
+    return jitted_for(len(args))(*place(args))
+
+  # Ahead-of-time compilation, as for a jitted function: `wrapped.lower(*args).compile()`.
+  wrapped.lower = lambda *args: jitted_for(len(args)).lower(*place(args))
   return wrapped
 
 
