@@ -10,6 +10,7 @@ References:
   regularization. arXiv:2412.12449, 2024.
 """
 
+from jaxjac import attacks as attacks
 from jaxjac import data as data
 from jaxjac import sharding as sharding
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
@@ -40,6 +41,7 @@ __all__ = (
     "ESTIMATORS",
     "EXACT_METHODS",
     "NORMS",
+    "attacks",
     "first_order_robust_loss",
     "frobenius_exact",
     "frobenius_jvp",
