@@ -83,25 +83,51 @@ def _minimal_train_step(state, batch, key):
   return state.apply_gradients(grads=grads), {"loss": loss, "ce": ce, "penalty": penalty}
 
 
+_SETUP = {}
+
+
+def _setup():
+  """(train_step, optimizer, name), built once per process.
+
+  jaxjac.training's jitted step with every regularizer at once (weight decay,
+  projection JR, input-gradient regularization, PGD adversarial training,
+  dropout) when it is importable, else the stand-in above.
+  """
+  if not _SETUP:
+    import optax
+
+    try:
+      from jaxjac import training
+    except ImportError:
+      _SETUP["v"] = (_minimal_train_step, optax.sgd(0.1, momentum=0.9), "stand-in")
+    else:
+      reg = training.Regularizer(
+          weight_decay=1e-3, jr_lambda=LAMBDA_JR, igr_lambda=0.1, at_norm="linf", at_eps=0.1,
+          at_steps=2, at_step_size=0.05, at_weight=0.5,
+      )
+      tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+      _SETUP["v"] = (training.make_train_step(reg), tx, "jaxjac.training")
+  return _SETUP["v"]
+
+
 _INIT = {}
 
 
-def _init_state(model, learning_rate=0.1):
+def _init_state(model):
+  """A fresh train state (the same every call): params from key 0, step 0."""
   import jax
   import jax.numpy as jnp
-  import optax
   from flax.training import train_state
 
-  if (model, learning_rate) not in _INIT:  # One optimizer object, one compiled init.
-    tx = optax.sgd(learning_rate, momentum=0.9)
+  _, tx, _ = _setup()
+  if model not in _INIT:  # Compile the initialization once.
 
     def init(key):
       params = model.init(key, jnp.zeros((1,) + IMAGE))["params"]
       return params, tx.init(params)
 
-    _INIT[(model, learning_rate)] = (jax.jit(init), tx)
-  init, tx = _INIT[(model, learning_rate)]
-  params, opt_state = init(jax.random.key(0))
+    _INIT[model] = jax.jit(init)
+  params, opt_state = _INIT[model](jax.random.key(0))
   return train_state.TrainState(
       step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
       opt_state=opt_state
@@ -179,16 +205,19 @@ def _worker_devices(out_path):
   key = jax.random.key(42)
 
   # One train step: plain jit on one device against the 4-device step.
-  state = _init_state(model)
-  single = jax.jit(_minimal_train_step)(state, (jnp.asarray(x), jnp.asarray(y)), key)
-  step = sharding.shard_train_step(_minimal_train_step, mesh)
+  train_step, _, res["train_step"] = _setup()
+  single = jax.jit(train_step)(_init_state(model), (jnp.asarray(x), jnp.asarray(y)), key)
+  step = sharding.shard_train_step(train_step, mesh)
   sharded = step(_init_state(model), (x, y), key)
   res["step_single"] = jax.tree.leaves(jax.device_get(single[0].params))
   res["step_sharded"] = jax.tree.leaves(sharding.gather(sharded[0].params))
-  res["metrics_single"] = [float(single[1][k]) for k in ("loss", "ce", "penalty")]
-  res["metrics_sharded"] = [float(sharded[1][k]) for k in ("loss", "ce", "penalty")]
+  names = sorted(single[1])
+  res["metric_names"] = names
+  res["metrics_single"] = [float(single[1][k]) for k in names]
+  res["metrics_sharded"] = [float(sharded[1][k]) for k in names]
   res["state_spec"] = str(tuple(jax.tree.leaves(sharded[0].params)[0].sharding.spec))
-  change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params, state.params)
+  change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params,
+                        _init_state(model).params)
   res["step_change"] = max(float(v) for v in jax.tree.leaves(change))
 
   # Reference for the two-host test: the 4-device step on the rows the two hosts feed.
@@ -198,7 +227,7 @@ def _worker_devices(out_path):
   res["host_ref_leaves"] = jax.tree.leaves(sharding.gather(ref_state.params))
 
   # The projection penalty's randomness: 1 device vs 4 devices, same key.
-  variables = {"params": single[0].params}
+  variables = {"params": sharded[0].params}
 
   def penalty(variables, x, key):
     values = jaxjac.jacobian_penalty_per_example(
@@ -250,7 +279,7 @@ def _worker_host(out_path):
   part = sharding.host_shard(len(x))  # ... and keeps its contiguous share.
   local = sharding.host_batch_size(BATCH, mesh)
   xs, ys = x[part][:local], y[part][:local]
-  step = sharding.shard_train_step(_minimal_train_step, mesh)
+  step = sharding.shard_train_step(_setup()[0], mesh)
   state, metrics = step(_init_state(_model()), (xs, ys), jax.random.key(42))
   params = sharding.gather(state.params)
   if jax.process_index() == 0:
