@@ -31,6 +31,7 @@ from jaxjac._src.sharding import host_batch_size as host_batch_size
 from jaxjac._src.sharding import host_shard as host_shard
 from jaxjac._src.sharding import initialize_distributed as initialize_distributed
 from jaxjac._src.sharding import make_mesh as make_mesh
+from jaxjac._src.sharding import mesh_for_config as mesh_for_config
 from jaxjac._src.sharding import num_data_shards as num_data_shards
 from jaxjac._src.sharding import replicate as replicate
 from jaxjac._src.sharding import replicated_sharding as replicated_sharding
@@ -50,6 +51,7 @@ __all__ = (
     "host_shard",
     "initialize_distributed",
     "make_mesh",
+    "mesh_for_config",
     "mixed_precision",
     "num_data_shards",
     "replicate",

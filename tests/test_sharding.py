@@ -10,7 +10,6 @@ devices each) joined by ``jax.distributed`` on localhost.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import subprocess
@@ -134,33 +133,6 @@ def _init_state(model):
   )
 
 
-def _pgd(apply_fn, params, x, y, *, eps, step_size, steps, key):
-  """l_inf PGD with a random start: a stand-in with the jaxjac.attacks.pgd signature."""
-  import jax
-  import jax.numpy as jnp
-
-  import jaxjac
-
-  loss = lambda xa: jnp.sum(jaxjac.softmax_cross_entropy(apply_fn(params, xa), y))
-  x0 = jnp.clip(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), 0.0, 1.0)
-
-  def body(_, xa):
-    xa = xa + step_size * jnp.sign(jax.grad(loss)(xa))
-    return jnp.clip(jnp.clip(xa, x - eps, x + eps), 0.0, 1.0)
-
-  return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, body, x0))
-
-
-def _attack():
-  """jaxjac.attacks.pgd when present, else the stand-in above."""
-  try:
-    from jaxjac import attacks
-
-    return functools.partial(attacks.pgd, norm="linf", step_size=0.01), "jaxjac.attacks.pgd"
-  except ImportError:
-    return _pgd, "stand-in"
-
-
 # ---------------------------------------------------------------------------
 # The subprocess: run as `python tests/test_sharding.py devices OUT` or
 # `python tests/test_sharding.py host OUT` (one of two jax.distributed processes).
@@ -246,13 +218,13 @@ def _worker_devices(out_path):
   res["pen_other_key"] = np.asarray(pen1(variables, x, jax.random.key(8))[0])
 
   # PGD: one device against 4 devices.
-  attack, res["attack"] = _attack()
-  kw = dict(eps=0.1, steps=5)
-  if res["attack"] == "stand-in":
-    kw["step_size"] = 0.01
+  from jaxjac import attacks
+
+  kw = dict(eps=0.1, norm="linf", steps=5, step_size=0.01)
+  attack = attacks.pgd
   ak = jax.random.key(3)
-  res["pgd_single"] = np.asarray(jax.jit(lambda p, a, b, k: attack(model.apply, p, a, b, key=k,
-                                                                    **kw))(variables, x, y, ak))
+  on_one = jax.device_put((variables, x, y), jax.devices()[0])  # Unsplit, on one device.
+  res["pgd_single"] = np.asarray(attack(model.apply, *on_one, key=ak, **kw))
   adv4 = sharding.shard_attack(attack, model.apply, mesh, **kw)(variables, x, y, ak)
   res["pgd_sharded"] = np.asarray(adv4)
   res["pgd_spec"] = str(tuple(adv4.sharding.spec))
@@ -263,6 +235,12 @@ def _worker_devices(out_path):
     res["bad_batch_error"] = ""
   except ValueError as e:
     res["bad_batch_error"] = str(e)
+  try:
+    sharding.mesh_for_config(0, batch_size=6)
+    res["bad_config_error"] = ""
+  except ValueError as e:
+    res["bad_config_error"] = str(e)
+  res["config_mesh_sizes"] = [sharding.mesh_for_config(n, batch_size=8).size for n in (0, 2)]
   _save(out_path, res)
 
 
@@ -359,6 +337,9 @@ def test_sharded_pgd_gives_the_same_adversarial_examples(devices4):
 def test_batch_not_multiple_of_devices_raises(devices4):
   message = str(devices4["bad_batch_error"])
   assert "multiple of the 4 devices" in message and "got 6" in message
+  message = str(devices4["bad_config_error"])
+  assert "`batch_size` must be a multiple of the 4 devices" in message and "got 6" in message
+  assert [int(n) for n in devices4["config_mesh_sizes"]] == [4, 2]
 
 
 def _free_port():
@@ -417,6 +398,11 @@ def test_check_batch_size_and_host_shard():
     sharding.shard_batch((np.zeros((4, 2)), np.zeros((3,))), mesh)
   with pytest.raises(ValueError, match="out_shardings"):
     sharding.shard_fn(lambda a: a, mesh, out_shardings="sharded")
+  assert sharding.mesh_for_config(1, batch_size=7) is None  # One device: no mesh.
+  with pytest.raises(ValueError, match="num_devices"):
+    sharding.mesh_for_config(-1, batch_size=8)
+  with pytest.raises(ValueError, match="num_devices"):
+    sharding.mesh_for_config(len(jax.devices()) + 1, batch_size=8)
 
 
 def test_initialize_distributed_reads_environment():

@@ -177,6 +177,28 @@ def make_mesh(
   return Mesh(np.array(chosen), (axis_name,), axis_types=(AxisType.Auto,))
 
 
+def mesh_for_config(num_devices: Any, *, batch_size: int) -> Mesh | None:
+  """The data-parallel mesh of a training configuration's ``num_devices``.
+
+  ``1``: ``None`` (no mesh: the plain single-device jit); ``0``: all devices
+  (of all hosts); ``n > 1``: the first ``n`` devices. With a mesh, the
+  global ``batch_size`` must split evenly over it.
+
+  Raises:
+    ValueError: a negative ``num_devices``, more than there are, or a
+      ``batch_size`` that is not a multiple of the mesh size.
+  """
+  if isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer)):
+    raise TypeError(f"`num_devices` must be an int >= 0 (0: all devices), got {num_devices!r}.")
+  if num_devices < 0:
+    raise ValueError(f"`num_devices` must be >= 0 (0: all devices), got {num_devices}.")
+  if num_devices == 1:
+    return None
+  mesh = make_mesh(None if num_devices == 0 else int(num_devices))
+  check_batch_size(batch_size, mesh, name="batch_size")
+  return mesh
+
+
 def _data_axis(mesh: Mesh) -> str:
   if not isinstance(mesh, Mesh):
     raise TypeError(
