@@ -12,7 +12,9 @@ References:
 
 from jaxjac import attacks as attacks
 from jaxjac import data as data
+from jaxjac import models as models
 from jaxjac import sharding as sharding
+from jaxjac import training as training
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
