@@ -15,6 +15,7 @@ from jaxjac import data as data
 from jaxjac import models as models
 from jaxjac import sharding as sharding
 from jaxjac import training as training
+from jaxjac._src.evaluate import evaluate as evaluate
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
@@ -44,6 +45,7 @@ __all__ = (
     "EXACT_METHODS",
     "NORMS",
     "attacks",
+    "evaluate",
     "first_order_robust_loss",
     "frobenius_exact",
     "frobenius_jvp",

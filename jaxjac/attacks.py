@@ -23,16 +23,26 @@ from jaxjac._src.attacks import attack_loss as attack_loss
 from jaxjac._src.attacks import fgsm as fgsm
 from jaxjac._src.attacks import perturbation_norm as perturbation_norm
 from jaxjac._src.attacks import pgd as pgd
+from jaxjac._src.evaluate import AttackSpec as AttackSpec
+from jaxjac._src.evaluate import GradientMaskingWarning as GradientMaskingWarning
+from jaxjac._src.evaluate import default_attacks as default_attacks
+from jaxjac._src.evaluate import evaluate as evaluate
+from jaxjac._src.evaluate import sanity_report as sanity_report
 
 __all__ = (
   "AttackConfig",
+  "AttackSpec",
+  "GradientMaskingWarning",
   "LOSSES",
   "METHODS",
   "NORMS",
   "SELECTS",
   "apgd",
   "attack_loss",
+  "default_attacks",
+  "evaluate",
   "fgsm",
   "perturbation_norm",
   "pgd",
+  "sanity_report",
 )
