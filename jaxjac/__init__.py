@@ -16,10 +16,10 @@ from jaxjac import models as models
 from jaxjac import sharding as sharding
 from jaxjac import training as training
 from jaxjac._src.evaluate import evaluate as evaluate
-from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
 from jaxjac._src.jacobian import NORMS as NORMS
+from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import frobenius_exact as frobenius_exact
 from jaxjac._src.jacobian import frobenius_jvp as frobenius_jvp
 from jaxjac._src.jacobian import frobenius_projection as frobenius_projection
@@ -39,25 +39,25 @@ from jaxjac._src.surrogates import softmax_cross_entropy as softmax_cross_entrop
 __version__ = "0.1.0"
 
 __all__ = (
-    "ApplyFn",
-    "CE_GRAD_BOUND",
-    "ESTIMATORS",
-    "EXACT_METHODS",
-    "NORMS",
-    "attacks",
-    "evaluate",
-    "first_order_robust_loss",
-    "frobenius_exact",
-    "frobenius_jvp",
-    "frobenius_projection",
-    "input_gradient",
-    "jacobian",
-    "jacobian_penalty",
-    "jacobian_penalty_per_example",
-    "jacobian_surrogate_loss",
-    "l11_exact",
-    "l11_jvp",
-    "l11_projection",
-    "softmax_cross_entropy",
-    "spectral_power",
+  "ApplyFn",
+  "CE_GRAD_BOUND",
+  "ESTIMATORS",
+  "EXACT_METHODS",
+  "NORMS",
+  "attacks",
+  "evaluate",
+  "first_order_robust_loss",
+  "frobenius_exact",
+  "frobenius_jvp",
+  "frobenius_projection",
+  "input_gradient",
+  "jacobian",
+  "jacobian_penalty",
+  "jacobian_penalty_per_example",
+  "jacobian_surrogate_loss",
+  "l11_exact",
+  "l11_jvp",
+  "l11_projection",
+  "softmax_cross_entropy",
+  "spectral_power",
 )
