@@ -1,7 +1,7 @@
 """Hoffman et al. 2019 (arXiv:1908.02729) Table 1 / Figure 3 models, at the reduced size
 that fits a 2-core CPU: LeNet' on full MNIST, Adam (rate 1e-3, ten-fold quench at 80% of
-the run), batch 32, 600 steps (19200 images, a third of an epoch). The paper trains for many epochs with SGD;
-these runs are a reduced-budget reproduction and are labelled so in
+the run), batch 32, 600 steps (19200 images, a third of an epoch). The paper trains for
+many epochs with SGD; these runs are a reduced-budget reproduction and are labelled so in
 ``experiments/RESULTS.md``.
 
 ``arg`` names the model, optionally followed by ``,tiny``:

@@ -2,8 +2,8 @@
 Jacobian regularization (``lambda_JR = 0.01``) on an MLP 784-256-256-10 trained on a
 random 6000-image subset of MNIST (per seed; Adam 1e-3, batch 100, 300 steps = 5
 epochs), the held-out ``||J||_F`` on 200 test images every 50 steps and the test
-accuracy (full test set) every epoch. The paper uses LeNet' on all of MNIST; this is the cheap setting that
-lets three seeds of four runs fit the budget.
+accuracy (full test set) every epoch. The paper uses LeNet' on all of MNIST; this is the
+cheap setting that lets three seeds of four runs fit the budget.
 
 ``arg`` is ``"ESTIMATOR,seedS"`` (optionally ``,tiny``) with ESTIMATOR one of
 
