@@ -10,21 +10,25 @@ One script for every table of ``benchmarks/README.md``:
   the JVP estimator; exact by each method (``vjp``: vmap over the C one-hot
   cotangents, ``jacrev``: vmap of jacrev, ``scan``: lax.map over classes);
   l_{1,1} projection and exact; PyTorch plain / projection n=1, 3 / exact.
-* ``scaling``: the same against the number of classes C (synthetic head) and
-  the input size.
-* ``attacks``: PGD-40 and APGD-100 examples per second.
+* ``scaling``: against the number of classes C (synthetic head: 10, 100,
+  1000) and the input size (28, 56, 112 pixels a side): the MLP timed,
+  LeNet' by XLA memory analysis only.
+* ``attacks``: PGD-40 and APGD-100 (l_inf, CE) examples per second.
 * ``variants``: CPU speed work (max-pool by reshape, 2 host devices with
-  GSPMD or ``shard_map``, conv by ``conv_general_dilated_patches`` + matmul).
-* ``xlaflags``: the same LeNet' steps in fresh processes under XLA flags.
+  GSPMD or ``shard_map``; with ``--with-patches`` also conv by
+  ``conv_general_dilated_patches`` + matmul), PyTorch in the same table.
+* ``xlaflags`` (not in the default sections): LeNet' steps in fresh
+  processes under XLA flags.
 
 Every configuration of a table is timed interleaved (round robin, one step
-each) so that all see the same machine load; times are medians after
-compilation (the first call is excluded), compile time is measured apart,
+each) so that all see the same machine load; times are medians of steps of
+ahead-of-time compiled executables, compile time is measured apart,
 and memory is XLA's compiled memory analysis (argument + output + temp -
 aliased bytes), the peak of the step's buffers. Ratios are to the plain step
 of the same model in the same table.
 
-Run (CPU, about 10-15 minutes on 2 cores)::
+Run (CPU; the default sections compile about 70 steps, which alone takes
+10-15 minutes on 2 idle cores, and several times that under load)::
 
   .venv/bin/python benchmarks/bench_jr.py --out benchmarks/results/cpu_run1.json
   .venv/bin/python benchmarks/bench_jr.py --report benchmarks/results/cpu_run1.json \
@@ -51,18 +55,21 @@ import traceback
 def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--out", default="benchmarks/results/cpu_run.json")
-  p.add_argument("--sections", default="parity,main,scaling,attacks,variants,xlaflags")
+  p.add_argument("--sections", default="parity,main,variants,attacks,scaling",
+                 help="comma-separated; also: xlaflags (fresh process per XLA flag set)")
   p.add_argument("--host-devices", type=int, default=2,
                  help="XLA host-platform devices (CPU only; 2 allows the split variants)")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--batch-large", type=int, default=0, help="extra main table at this batch (GPU)")
   p.add_argument("--reps", type=int, default=20, help="timed steps per configuration")
-  p.add_argument("--min-reps", type=int, default=5)
-  p.add_argument("--cap-s", type=float, default=30.0,
+  p.add_argument("--min-reps", type=int, default=3)
+  p.add_argument("--cap-s", type=float, default=8.0,
                  help="stop timing a configuration after this many seconds once min-reps are done")
   p.add_argument("--mem-limit-gb", type=float, default=6.0,
                  help="compile but do not run steps whose XLA peak exceeds this")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--with-patches", action="store_true",
+                 help="variants: also LeNet' with conv_general_dilated_patches + matmul (slow)")
   p.add_argument("--xla-extra", default="",
                  help="(internal) extra XLA_FLAGS for --sections xlaflag")
   p.add_argument("--report", nargs="+", default=None,
@@ -248,7 +255,8 @@ def compile_step(step, args):
   return compiled, info
 
 
-def jax_case(model_name, cfg_name, *, batch, image=28, num_classes=10, split="none", mesh=None):
+def jax_case(model_name, cfg_name, *, batch, image=28, num_classes=10, split="none", mesh=None,
+             timed=True):
   """A timed case: dict(run=callable, info=...)."""
   model = make_model(model_name, num_classes)
   params = init_params(model, image)
@@ -265,6 +273,9 @@ def jax_case(model_name, cfg_name, *, batch, image=28, num_classes=10, split="no
   compiled, info = compile_step(step, args)
   info.update(impl="jax", model=model_name, config=cfg_name, batch=batch, image=image,
               num_classes=num_classes, split=split)
+  if not timed:
+    info["skipped"] = "memory analysis only (not timed)"
+    return {"run": None, "info": info, "skip": True}
 
   def run():
     out = compiled(*args)
@@ -305,13 +316,8 @@ def torch_case(model_name, mode, *, params, batch, image=28, num_classes=10, num
 def time_interleaved(cases: dict, *, reps: int, min_reps: int, cap_s: float) -> list[dict]:
   """Round-robin timing; returns the cases' info dicts with timing stats."""
   times = {k: [] for k in cases}
-  for c in cases.values():
-    if c.get("skip"):
-      continue
-    t0 = time.perf_counter()
-    c["run"]()  # first call after compile: not timed
-    c["info"]["first_call_s"] = time.perf_counter() - t0
-  for _ in range(reps):
+  for rnd in range(reps):
+    _log(f"    round {rnd}: {sum(map(sum, times.values())):.0f} s timed so far")
     for k, c in cases.items():
       if c.get("skip"):
         continue
@@ -442,29 +448,33 @@ def section_main(args, batch):
 
 
 def section_scaling(args):
-  """Against the number of classes C and the input size."""
+  """Against the number of classes C and the input size.
+
+  The MLP is timed; LeNet' (reshape pool) is compiled for its XLA memory
+  analysis only (its exact steps at C = 1000 take minutes on this CPU).
+  """
   res = {"classes": [], "input": []}
-  grid_c = [("mlp", args.batch, (10, 100, 1000)), ("lenet_reshape_pool", 32, (10, 100, 1000))]
-  for name, batch, cs in grid_c:
+  grid_c = [("mlp", args.batch, True), ("lenet_reshape_pool", args.batch, False)]
+  for name, batch, timed in grid_c:
     cases = {}
-    for c in cs:
+    for c in (10, 100, 1000):
       for cfg in ("plain", "proj1", "exact_vjp", "exact_scan"):
         _log("compile", name, cfg, "C", c)
         cases[f"C{c}_{cfg}"] = _too_big(
-            jax_case(name, cfg, batch=batch, num_classes=c), args.mem_limit_gb)
-    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s / 2)
+            jax_case(name, cfg, batch=batch, num_classes=c, timed=timed), args.mem_limit_gb)
+    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     rows = add_ratios(rows, lambda r: f"C{r['num_classes']}_plain")
     res["classes"] += rows
-  grid_d = [("mlp", args.batch, (28, 56, 112), ("plain", "proj1", "jvp1", "exact_vjp")),
-            ("lenet_reshape_pool", 32, (28, 56), ("plain", "proj1", "exact_vjp"))]
-  for name, batch, sides, cfgs in grid_d:
+  grid_d = [("mlp", args.batch, (28, 56, 112), True),
+            ("lenet_reshape_pool", args.batch, (28, 56, 112), False)]
+  for name, batch, sides, timed in grid_d:
     cases = {}
     for s in sides:
-      for cfg in cfgs:
+      for cfg in ("plain", "proj1", "jvp1", "exact_vjp"):
         _log("compile", name, cfg, "image", s)
         cases[f"S{s}_{cfg}"] = _too_big(
-            jax_case(name, cfg, batch=batch, image=s), args.mem_limit_gb)
-    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s / 2)
+            jax_case(name, cfg, batch=batch, image=s, timed=timed), args.mem_limit_gb)
+    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     rows = add_ratios(rows, lambda r: f"S{r['image']}_plain")
     res["input"] += rows
   return res
@@ -480,12 +490,8 @@ def section_attacks(args):
   runs = {
       "pgd40_linf": lambda: attacks.pgd(model.apply, variables, x, y, eps=0.3, norm="linf",
                                         steps=40, key=key),
-      "pgd40_l2": lambda: attacks.pgd(model.apply, variables, x, y, eps=2.0, norm="l2",
-                                      steps=40, key=key),
       "apgd100_ce_linf": lambda: attacks.apgd(model.apply, variables, x, y, eps=0.3,
                                               norm="linf", steps=100, key=key, loss="ce"),
-      "apgd100_dlr_linf": lambda: attacks.apgd(model.apply, variables, x, y, eps=0.3,
-                                               norm="linf", steps=100, key=key, loss="dlr"),
   }
   cases = {}
   for k, fn in runs.items():
@@ -496,7 +502,7 @@ def section_attacks(args):
     cases[k] = {"run": (lambda fn=fn: jax.block_until_ready(fn())), "info": info}
   plain = jax_case("lenet", "plain", batch=args.batch)
   cases["plain"] = plain
-  rows = time_interleaved(cases, reps=max(args.min_reps, 5), min_reps=3, cap_s=args.cap_s)
+  rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
   rows = add_ratios(rows, lambda r: "plain")
   for r in rows:
     if "median_ms" in r:
@@ -512,8 +518,9 @@ def section_variants(args):
   res = {}
   plans = {
       "lenet": [("lenet", "none", ("plain", "proj1"))]
-      + [("lenet_reshape_pool", s, ("plain", "proj1", "exact_vjp")) for s in splits]
-      + [("lenet_patches", "none", ("plain", "proj1"))],
+      + [("lenet_reshape_pool", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ()))
+         for s in splits]
+      + ([("lenet_patches", "none", ("plain", "proj1"))] if args.with_patches else []),
       "mlp": [("mlp", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ()))
               for s in splits],
   }
@@ -526,10 +533,10 @@ def section_variants(args):
             model_name, cfg, batch=args.batch, split=split, mesh=mesh)
     if not args.no_torch:
       params = init_params(make_model(group), 28)
-      for mode in ("plain", "projection", "exact"):
+      for mode in ("plain", "projection"):
         c = torch_case(group, mode, params=params, batch=args.batch)
         cases[f"torch|{c['info']['split']}|{c['info']['config']}"] = c
-    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s / 2)
+    rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     # Ratios: to the stock single-device plain step of the group, and per variant.
     stock = f"{group}|none|plain"
     rows = add_ratios(rows, lambda r: stock)
