@@ -52,6 +52,13 @@ def _model():
   return SmallCNN()
 
 
+def _step_model():
+  """The train-step tests' model: an MLP with dropout (its second-order step compiles fast)."""
+  from jaxjac.models import MLP
+
+  return MLP(features=(16,), dropout_rate=0.25)
+
+
 def _data(n=BATCH, seed=0):
   rng = np.random.default_rng(seed)
   x = rng.uniform(0.0, 1.0, (n,) + IMAGE).astype(np.float32)
@@ -177,10 +184,11 @@ def _worker_devices(out_path):
   key = jax.random.key(42)
 
   # One train step: plain jit on one device against the 4-device step.
+  step_model = _step_model()
   train_step, _, res["train_step"] = _setup()
-  single = jax.jit(train_step)(_init_state(model), (jnp.asarray(x), jnp.asarray(y)), key)
+  single = jax.jit(train_step)(_init_state(step_model), (jnp.asarray(x), jnp.asarray(y)), key)
   step = sharding.shard_train_step(train_step, mesh)
-  sharded = step(_init_state(model), (x, y), key)
+  sharded = step(_init_state(step_model), (x, y), key)
   res["step_single"] = jax.tree.leaves(jax.device_get(single[0].params))
   res["step_sharded"] = jax.tree.leaves(sharding.gather(sharded[0].params))
   names = sorted(single[1])
@@ -189,17 +197,17 @@ def _worker_devices(out_path):
   res["metrics_sharded"] = [float(sharded[1][k]) for k in names]
   res["state_spec"] = str(tuple(jax.tree.leaves(sharded[0].params)[0].sharding.spec))
   change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params,
-                        _init_state(model).params)
+                        _init_state(step_model).params)
   res["step_change"] = max(float(v) for v in jax.tree.leaves(change))
 
   # Reference for the two-host test: the 4-device step on the rows the two hosts feed.
   x24, y24 = _data(3 * BATCH)
-  ref_state, ref_metrics = step(_init_state(model), (x24[HOST_ROWS], y24[HOST_ROWS]), key)
+  ref_state, ref_metrics = step(_init_state(step_model), (x24[HOST_ROWS], y24[HOST_ROWS]), key)
   res["host_ref_loss"] = float(ref_metrics["loss"])
   res["host_ref_leaves"] = jax.tree.leaves(sharding.gather(ref_state.params))
 
   # The projection penalty's randomness: 1 device vs 4 devices, same key.
-  variables = {"params": sharded[0].params}
+  variables = _init_variables(model)
 
   def penalty(variables, x, key):
     values = jaxjac.jacobian_penalty_per_example(
@@ -228,6 +236,34 @@ def _worker_devices(out_path):
   adv4 = sharding.shard_attack(attack, model.apply, mesh, **kw)(variables, x, y, ak)
   res["pgd_sharded"] = np.asarray(adv4)
   res["pgd_spec"] = str(tuple(adv4.sharding.spec))
+  res["pgd_shard_rows"] = [shard.data.shape[0] for shard in adv4.addressable_shards]
+  # The step's gradient mean is an all-reduce over the 4 devices (data parallelism).
+  res["step_hlo_all_reduce"] = "all-reduce" in step.lower(
+      _init_state(step_model), (x, y), key).compile().as_text()
+
+  # jaxjac.training.train with config.num_devices = 4 against 1 (the default).
+  import tempfile
+
+  from jaxjac import data, training
+
+  rng = np.random.default_rng(1)
+  images = rng.uniform(0, 1, (48, 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 10, 48).astype(np.int32)
+  dataset = data.Dataset(images[:32], labels[:32], images[32:], labels[32:], source="synthetic")
+  config = training.tiny(training.default_config())
+  config.reg.jr_lambda = 0.1
+  config.update({"batch_size": 8, "num_steps": 3, "heldout_size": 8, "eval_batch_size": 16})
+  config.data.update({"train_size": 0, "test_size": 0})
+  runs = {}
+  for n in (1, NUM_DEVICES):
+    config.num_devices = n
+    with tempfile.TemporaryDirectory() as workdir:
+      runs[n] = training.train(config, workdir, dataset=dataset)
+  for n in (1, NUM_DEVICES):
+    res[f"train_params_{n}"] = jax.tree.leaves(sharding.gather(runs[n].state.params))
+  res["train_loss"] = [runs[n].summary["train"]["loss"] for n in (1, NUM_DEVICES)]
+  res["train_spec"] = str(tuple(jax.tree.leaves(runs[NUM_DEVICES].state.params)[0].sharding.spec))
+  res["train_ndev"] = len(jax.tree.leaves(runs[NUM_DEVICES].state.params)[0].sharding.device_set)
 
   # A batch that does not split over 4 devices.
   try:
@@ -258,14 +294,14 @@ def _worker_host(out_path):
   local = sharding.host_batch_size(BATCH, mesh)
   xs, ys = x[part][:local], y[part][:local]
   step = sharding.shard_train_step(_setup()[0], mesh)
-  state, metrics = step(_init_state(_model()), (xs, ys), jax.random.key(42))
+  state, metrics = step(_init_state(_step_model()), (xs, ys), jax.random.key(42))
   params = sharding.gather(state.params)
   if jax.process_index() == 0:
     _save(out_path, {"part": [part.start, part.stop], "local": local,
                      "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params)})
 
 
-def _run_worker(mode, out_path, env_extra, timeout=120):
+def _run_worker(mode, out_path, env_extra):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_extra.pop('devices')}"
   env["JAX_PLATFORMS"] = "cpu"
@@ -279,8 +315,13 @@ def _run_worker(mode, out_path, env_extra, timeout=120):
   )
 
 
-def _finish(proc, timeout=240):
-  out, _ = proc.communicate(timeout=timeout)
+def _finish(proc, timeout=600):
+  try:
+    out, _ = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    out, _ = proc.communicate()
+    raise AssertionError(f"worker timed out after {timeout} s:\n{out[-4000:]}") from None
   if proc.returncode != 0:
     raise AssertionError(f"worker failed with code {proc.returncode}:\n{out[-4000:]}")
 
@@ -313,6 +354,16 @@ def test_sharded_train_step_equals_single_device_step(devices4):
       rtol=1e-5, atol=1e-6,
   )
   assert str(devices4["state_spec"]) == "()"  # Replicated.
+  assert bool(devices4["step_hlo_all_reduce"])
+
+
+def test_training_config_num_devices(devices4):
+  """jaxjac.training.train with num_devices=4: the same 3 steps as on one device."""
+  one, four = devices4["train_params_1"], devices4[f"train_params_{NUM_DEVICES}"]
+  assert int(devices4["train_ndev"]) == NUM_DEVICES and str(devices4["train_spec"]) == "()"
+  assert _max_diff(one, four) <= 1e-5
+  loss1, loss4 = (float(v) for v in devices4["train_loss"])
+  assert abs(loss1 - loss4) <= 1e-5 * max(1.0, abs(loss1))
 
 
 def test_projection_penalty_randomness_independent_of_device_count(devices4):
@@ -329,6 +380,7 @@ def test_projection_penalty_randomness_independent_of_device_count(devices4):
 def test_sharded_pgd_gives_the_same_adversarial_examples(devices4):
   single, sharded = devices4["pgd_single"], devices4["pgd_sharded"]
   assert str(devices4["pgd_spec"]) == "('data',)"
+  assert [int(n) for n in devices4["pgd_shard_rows"]] == [BATCH // NUM_DEVICES] * NUM_DEVICES
   x, _ = _data()
   assert float(np.max(np.abs(single - x))) > 0.05  # The attack moved the inputs.
   np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-6)
@@ -348,6 +400,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_hosts_equal_one_host(devices4):
   """2 processes x 2 devices, each feeding its own host shard, match 1 process x 4 devices."""
   port = _free_port()
