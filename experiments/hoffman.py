@@ -191,7 +191,7 @@ def estimators(args) -> dict:
   fconf = common.load_config_module("hoffman_fig2")
   dataset = common.load_data()
   runs = {}
-  for name in fconf.ESTIMATORS:
+  for name in args.models or fconf.ESTIMATORS:
     runs[name] = []
     for seed in range(args.seeds):
       config = common.get_config("hoffman_fig2", f"{name},seed{seed}", tiny=args.tiny)

@@ -302,6 +302,7 @@ def lambda_sweep(args) -> dict:
   none = _sweep_run(args, "frobenius", 0.0, dataset)
   sweeps = {}
   for reg, lams in wconf.LAMBDAS.items():
+    lams = lams[: args.max_lambdas] if args.max_lambdas else lams
     sweeps[reg] = [none] + [_sweep_run(args, reg, lam, dataset) for lam in lams]
     for r in sweeps[reg]:
       print(
@@ -383,6 +384,9 @@ def parse(argv):
   p.add_argument("--workdir", default=None, help="root of the training run directories")
   p.add_argument(
     "--num_robust", type=int, default=500, help="train and test images for the robust accuracies"
+  )
+  p.add_argument(
+    "--max_lambdas", type=int, default=0, help="first lambdas of each sweep only (0: all)"
   )
   args = p.parse_args(argv)
   tiny_root = os.path.join(common.RUNS_DIR, "tiny")

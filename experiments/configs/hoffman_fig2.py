@@ -22,7 +22,7 @@ import ml_collections
 
 from jaxjac import training
 
-ESTIMATORS = ("none", "exact", "proj1", "proj3")
+ESTIMATORS = ("exact", "proj1", "proj3", "none")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
