@@ -17,7 +17,7 @@ Subcommands (each writes ``experiments/results/wu_li_<name>.json`` and
   ``max_{||delta||_p <= eps} l`` (20 PGD steps, highest-loss iterate) at the
   same ``eps`` (``eps_2 = 1.0``, ``eps_inf = 0.1``).
 * ``lambda_sweep``: ``(lambda / 2) ||J||_F^2`` and ``(lambda / 2) ||J||_{1,1}``
-  for three lambdas each plus ``lambda = 0`` (``experiments/configs/wu_li.py``):
+  for two lambdas each plus ``lambda = 0`` (``experiments/configs/wu_li.py``):
   standard and robust (PGD) train and test accuracy, both generalization gaps
   and the Jacobian norms, and the rank correlation between norms and gaps.
 

@@ -133,7 +133,7 @@ def test_wu_li_lambda_sweep(dirs):
   rec = _load("wu_li").main(["lambda_sweep", *dirs, "--max_lambdas", "1"])
   assert rec["sweeps"].keys() == {"frobenius", "l11"}
   for reg, rows in rec["sweeps"].items():
-    assert [r["lambda"] for r in rows] == [0.0, {"frobenius": 0.01, "l11": 0.001}[reg]]
+    assert [r["lambda"] for r in rows] == [0.0, {"frobenius": 0.1, "l11": 0.01}[reg]]
     for r in rows:
       assert r["std_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
       for norm in ("l2", "linf"):
