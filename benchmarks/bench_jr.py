@@ -68,6 +68,11 @@ def _parse(argv=None):
   p.add_argument("--mem-limit-gb", type=float, default=6.0,
                  help="compile but do not run steps whose XLA peak exceeds this")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--models", default="lenet,mlp", help="main: models to time")
+  p.add_argument("--configs", default=",".join(
+      ["plain", "proj1", "proj3", "jvp1", "exact_vjp", "exact_jacrev", "exact_scan", "l11_proj1",
+       "l11_exact", "torch_plain", "torch_proj1", "torch_proj3", "torch_exact_loop"]),
+      help="main: configurations to time (JAX names of JR_CONFIGS and torch_*)")
   p.add_argument("--with-patches", action="store_true",
                  help="variants: also LeNet' with conv_general_dilated_patches + matmul (slow)")
   p.add_argument("--xla-extra", default="",
@@ -420,16 +425,19 @@ def section_parity(args):
 
 def section_main(args, batch):
   res = {}
-  for name in ("lenet", "mlp"):
+  wanted = args.configs.split(",")
+  for name in args.models.split(","):
     cases = {}
-    for cfg in JR_CONFIGS:
+    for cfg in [c for c in JR_CONFIGS if c in wanted]:
       _log("compile", name, cfg, batch)
       cases[cfg] = _too_big(jax_case(name, cfg, batch=batch), args.mem_limit_gb)
     if not args.no_torch:
       params = init_params(make_model(name), 28)
       for mode, n in (("plain", 1), ("projection", 1), ("projection", 3), ("exact", 1)):
-        c = torch_case(name, mode, params=params, batch=batch, num_projections=n)
-        cases["torch_" + c["info"]["config"]] = c
+        label = "torch_" + {"plain": "plain", "exact": "exact_loop"}.get(mode, f"proj{n}")
+        if label in wanted:
+          c = torch_case(name, mode, params=params, batch=batch, num_projections=n)
+          cases[label] = c
     _log("timing", name, list(cases))
     rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     rows = add_ratios(rows, lambda r: "torch_plain" if r["impl"] == "torch" else "plain")
