@@ -241,10 +241,31 @@ def _worker_devices(out_path):
   res["step_hlo_all_reduce"] = "all-reduce" in step.lower(
       _init_state(step_model), (x, y), key).compile().as_text()
 
-  # jaxjac.training.train with config.num_devices = 4 against 1 (the default).
-  import tempfile
+  # A batch that does not split over 4 devices.
+  try:
+    step(sharded[0], (x[:6], y[:6]), key)
+    res["bad_batch_error"] = ""
+  except ValueError as e:
+    res["bad_batch_error"] = str(e)
+  try:
+    sharding.mesh_for_config(0, batch_size=6)
+    res["bad_config_error"] = ""
+  except ValueError as e:
+    res["bad_config_error"] = str(e)
+  res["config_mesh_sizes"] = [sharding.mesh_for_config(n, batch_size=8).size for n in (0, 2)]
+  _save(out_path, res)
 
+
+def _worker_train(out_path):
+  """jaxjac.training.train with config.num_devices = 4 against 1 (the default)."""
+  import jax
+
+  from jaxjac import sharding
+
+  jax.config.update("jax_numpy_rank_promotion", "raise")
   from jaxjac import data, training
+
+  res = {}
 
   rng = np.random.default_rng(1)
   images = rng.uniform(0, 1, (48, 28, 28, 1)).astype(np.float32)
@@ -265,18 +286,6 @@ def _worker_devices(out_path):
   res["train_spec"] = str(tuple(jax.tree.leaves(runs[NUM_DEVICES].state.params)[0].sharding.spec))
   res["train_ndev"] = len(jax.tree.leaves(runs[NUM_DEVICES].state.params)[0].sharding.device_set)
 
-  # A batch that does not split over 4 devices.
-  try:
-    step(sharded[0], (x[:6], y[:6]), key)
-    res["bad_batch_error"] = ""
-  except ValueError as e:
-    res["bad_batch_error"] = str(e)
-  try:
-    sharding.mesh_for_config(0, batch_size=6)
-    res["bad_config_error"] = ""
-  except ValueError as e:
-    res["bad_config_error"] = str(e)
-  res["config_mesh_sizes"] = [sharding.mesh_for_config(n, batch_size=8).size for n in (0, 2)]
   _save(out_path, res)
 
 
@@ -357,12 +366,17 @@ def test_sharded_train_step_equals_single_device_step(devices4):
   assert bool(devices4["step_hlo_all_reduce"])
 
 
-def test_training_config_num_devices(devices4):
+@pytest.mark.slow
+def test_training_config_num_devices():
   """jaxjac.training.train with num_devices=4: the same 3 steps as on one device."""
-  one, four = devices4["train_params_1"], devices4[f"train_params_{NUM_DEVICES}"]
-  assert int(devices4["train_ndev"]) == NUM_DEVICES and str(devices4["train_spec"]) == "()"
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "train.npz")
+    _finish(_run_worker("train", path, {"devices": NUM_DEVICES}))
+    res = _load(path)
+  one, four = res["train_params_1"], res[f"train_params_{NUM_DEVICES}"]
+  assert int(res["train_ndev"]) == NUM_DEVICES and str(res["train_spec"]) == "()"
   assert _max_diff(one, four) <= 1e-5
-  loss1, loss4 = (float(v) for v in devices4["train_loss"])
+  loss1, loss4 = (float(v) for v in res["train_loss"])
   assert abs(loss1 - loss4) <= 1e-5 * max(1.0, abs(loss1))
 
 
@@ -551,4 +565,4 @@ def test_mixed_precision_casts_only_floats():
 
 if __name__ == "__main__":
   _mode, _out = sys.argv[1], sys.argv[2]
-  {"devices": _worker_devices, "host": _worker_host}[_mode](_out)
+  {"devices": _worker_devices, "host": _worker_host, "train": _worker_train}[_mode](_out)
