@@ -518,6 +518,27 @@ def check_in_box(x: Any, bounds: tuple[float, float], name: str = "x") -> None:
     )
 
 
+@functools.lru_cache(maxsize=128)
+def _cached_logits_shape(apply_fn, params_struct, x_struct) -> tuple[int, ...]:
+  treedef, leaves = params_struct
+
+  def fn(xb):  # Under eval_shape the zeros are abstract: nothing is allocated.
+    params = jax.tree.unflatten(treedef, [jnp.zeros(shape, dtype) for shape, dtype in leaves])
+    return apply_fn(params, xb)
+
+  return checks.batch_output_shape(fn, jax.ShapeDtypeStruct(*x_struct))
+
+
+def _logits_shape(apply_fn, params, x) -> tuple[int, ...]:
+  """``apply_fn``'s output shape, traced once per model and input shapes."""
+  leaves, treedef = jax.tree.flatten(params)
+  try:
+    structs = tuple((tuple(np.shape(v)), jnp.result_type(v)) for v in leaves)
+  except TypeError:  # Non-array leaves: no caching.
+    return checks.batch_output_shape(lambda xb: apply_fn(params, xb), x)
+  return _cached_logits_shape(apply_fn, (treedef, structs), (tuple(x.shape), x.dtype))
+
+
 def _prepare(
   method,
   apply_fn,
@@ -570,7 +591,7 @@ def _prepare(
     if np.ndim(step_size) != 0:
       raise ValueError(f"`step_size` must be a scalar, got shape {np.shape(step_size)}.")
     checks.check_eps(step_size, "step_size")
-  out_shape = checks.batch_output_shape(lambda xb: apply_fn(params, xb), x)
+  out_shape = _logits_shape(apply_fn, params, x)
   if len(out_shape) != 2:
     raise ValueError(f"`apply_fn` must return logits of shape (B, C), got {out_shape}.")
   num_classes = out_shape[1]
