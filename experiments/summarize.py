@@ -106,6 +106,10 @@ def robustness(rec: dict) -> str:
   return "\n".join(lines)
 
 
+def _dist(d) -> str:
+  return "> 10 (none in grid)" if isinstance(d, str) or d == float("inf") else f"{d:.2f}"
+
+
 def decision_cells(rec: dict) -> str:
   lines = [
     "| model | random plane: distance to another class (per point) | "
@@ -114,7 +118,7 @@ def decision_cells(rec: dict) -> str:
   ]
   for name, planes in rec["summary"].items():
     cells = [
-      ", ".join(f"{p['distance_to_other_class']:.2f}" for p in planes[plane])
+      ", ".join(_dist(p["distance_to_other_class"]) for p in planes[plane])
       for plane in ("random", "adversarial")
     ]
     lines.append(f"| {NAMES[name]} | {cells[0]} | {cells[1]} |")
