@@ -312,7 +312,7 @@ def torch_case(model_name, mode, *, params, batch, image=28, num_classes=10, num
           .get(mode, f"proj{num_projections}"), "batch": batch, "image": image,
           "num_classes": num_classes, "split": f"threads={torch.get_num_threads()}",
           "compile_s": time.perf_counter() - t0}
-  return {"run": lambda: float(step(tx_, ty)), "info": info}
+  return {"run": lambda: float(step(tx_, ty).detach()), "info": info}
 
 
 # --------------------------------------------------------------------------- timing
