@@ -20,10 +20,15 @@ import jaxjac
 from jaxjac import attacks, data, models, training
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
-# base.py equals baseline.py (test_paper_configs), so only baseline runs end to end.
-CONFIG_NAMES = ("baseline", "l2", "dropout", "jr", "jr_exact", "jr_l11", "igr", "at_pgd",
-                "jr_at", "all")
-CONFIG_FILES = [os.path.join(CONFIG_DIR, f"{name}.py") for name in CONFIG_NAMES]
+# base.py equals baseline.py (test_paper_configs), so only baseline runs end to end. The
+# default run covers every regularizer path (jr_at: JR + AT, all: JR + L2 + dropout); the
+# configs whose paths those repeat run with -m slow.
+CONFIG_NAMES = ("baseline", "jr_exact", "jr_l11", "igr", "jr_at", "all")
+SLOW_CONFIG_NAMES = ("l2", "dropout", "jr", "at_pgd")
+CONFIG_FILES = [os.path.join(CONFIG_DIR, f"{name}.py") for name in CONFIG_NAMES] + [
+    pytest.param(os.path.join(CONFIG_DIR, f"{name}.py"), marks=pytest.mark.slow)
+    for name in SLOW_CONFIG_NAMES
+]
 
 
 @pytest.fixture(scope="module")
