@@ -5,7 +5,8 @@ Each subcommand of ``experiments/hoffman.py`` and ``experiments/wu_li.py`` runs 
 directories; the checks are on relations the numbers must satisfy whatever the
 training did (worst case <= every attack, eps = 0 equals clean accuracy, the
 surrogate bounds the first-order robust loss, gaps are differences of the
-accuracies reported, ...) and on fixed-key outcomes.
+accuracies reported, ...) and on fixed-key outcomes. The three heaviest (five
+or more tiny trainings each) are marked slow: ``pytest -m slow tests/test_experiments.py``.
 """
 
 import importlib.util
@@ -40,6 +41,7 @@ def _read(args, name):
     return json.load(f)
 
 
+@pytest.mark.slow  # several tiny trainings and ~10 attack compilations
 def test_hoffman_table1(dirs):
   record = _load("hoffman").main(["table1", *dirs])
   on_disk = _read(dirs, "hoffman_table1")
@@ -62,6 +64,7 @@ def test_hoffman_table1(dirs):
   assert os.path.getsize(os.path.join(dirs[2], "hoffman_table1.png")) > 1000
 
 
+@pytest.mark.slow  # several tiny trainings and ~10 attack compilations
 def test_hoffman_estimators(dirs):
   _load("hoffman").main(["estimators", *dirs, "--seeds", "1"])
   rec = _read(dirs, "hoffman_estimators")
@@ -78,6 +81,7 @@ def test_hoffman_estimators(dirs):
     assert fro[name] < fro["none"], (name, fro)
 
 
+@pytest.mark.slow  # several tiny trainings and ~10 attack compilations
 def test_hoffman_robustness(dirs):
   rec = _load("hoffman").main(["robustness", *dirs, "--models", "none", "at"])
   on_disk = _read(dirs, "hoffman_robustness")
