@@ -86,8 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
     :func:`jaxjac.models.get_model`.
   * ``data``: :func:`jaxjac.data.load_mnist` arguments (``source``,
     ``data_dir`` (``""``: none), ``dataset``), ``train_size`` and
-    ``test_size`` (``0``: all; else a fixed random subset, the same for every
-    seed).
+    ``test_size`` (``0``: all; else a random subset drawn from ``seed``:
+    the same for every run with that seed).
   * ``batch_size``, ``num_epochs``; ``num_steps > 0`` overrides the epochs.
   * ``optimizer``: ``name`` (``"sgd"`` with ``momentum``/``nesterov``, or
     ``"adam"``), ``learning_rate``, and step-wise quenches: the rate is
