@@ -102,6 +102,7 @@ def test_hoffman_robustness(dirs):
   assert os.path.getsize(os.path.join(dirs[2], "hoffman_robustness.png")) > 1000
 
 
+@pytest.mark.slow  # two tiny trainings, 61 x 61 grids and PGD compilations
 def test_hoffman_decision_cells(dirs):
   rec = _load("hoffman").main(["decision_cells", *dirs, "--models", "none", "jr"])
   assert _read(dirs, "hoffman_decision_cells")["summary"].keys() == {"none", "jr"}
@@ -117,6 +118,7 @@ def test_hoffman_decision_cells(dirs):
       assert adv["center_class"] == rnd["center_class"]
 
 
+@pytest.mark.slow  # two tiny surrogate trainings with PGD logging
 def test_wu_li_surrogate_vs_adversarial(dirs):
   rec = _load("wu_li").main(["surrogate_vs_adversarial", *dirs])
   assert rec["runs"].keys() == {"l2", "linf"}
