@@ -216,11 +216,11 @@ def build_step(apply_fn, tx, cfg, *, split: str = "none", mesh=None):
   over ``mesh``'s data axis), ``"shard_map"`` (explicit per-device step and
   ``pmean`` of loss and gradients).
   """
-  grads = _grads_fn(apply_fn, cfg)
+  grads = local_grads = _grads_fn(apply_fn, cfg)
   if split == "shard_map":
     def local(params, x, y, key):
       key = jax.random.fold_in(key, jax.lax.axis_index("data"))
-      value, g = grads(params, x, y, key)
+      value, g = local_grads(params, x, y, key)
       return jax.lax.pmean(value, "data"), jax.lax.pmean(g, "data")
 
     grads = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data"), P("data"), P()),

@@ -6,6 +6,7 @@ import it from their own directory.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib.util
 import json
@@ -20,12 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxjac
-from jaxjac import training
-
-try:  # the public attack module
-  from jaxjac import attacks
-except ImportError:  # pragma: no cover - before jaxjac.attacks is exported
-  from jaxjac._src import attacks  # noqa: PLC2701
+from jaxjac import attacks, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,6 +52,39 @@ def load_config_module(name: str):
 def get_config(name: str, arg: str, *, tiny: bool):
   """``experiments/configs/<name>.py``'s ``get_config(arg[,tiny])``."""
   return load_config_module(name).get_config(f"{arg},tiny" if tiny else arg)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parser(doc: str, subcommands: dict) -> argparse.ArgumentParser:
+  """The arguments every experiment script takes: a subcommand, --tiny and directories."""
+  p = argparse.ArgumentParser(description=doc.split("\n")[0])
+  p.add_argument("command", choices=sorted(subcommands))
+  p.add_argument("--tiny", action="store_true", help="seconds-long variant (tests)")
+  p.add_argument("--out", default=None, help="results directory")
+  p.add_argument("--figures", default=None, help="figures directory")
+  p.add_argument("--workdir", default=None, help="root of the training run directories")
+  return p
+
+
+def resolve_dirs(args: argparse.Namespace) -> argparse.Namespace:
+  """Fills the default directories (``runs/experiments/tiny/`` for --tiny) and creates them."""
+  tiny_root = os.path.join(RUNS_DIR, "tiny")
+  args.out = args.out or (os.path.join(tiny_root, "results") if args.tiny else RESULTS_DIR)
+  args.figures = args.figures or (args.out if args.tiny else FIGURES_DIR)
+  args.workdir = args.workdir or (tiny_root if args.tiny else RUNS_DIR)
+  os.makedirs(args.out, exist_ok=True)
+  os.makedirs(args.figures, exist_ok=True)
+  return args
+
+
+def run(subcommands: dict, args: argparse.Namespace) -> dict:
+  """Runs ``subcommands[args.command](args)`` and prints its wall time."""
+  t0 = time.perf_counter()
+  record = subcommands[args.command](args)
+  print(f"{args.command}: {time.perf_counter() - t0:.0f} s")
+  return record
 
 
 # ----------------------------------------------------------------------------- data
@@ -109,16 +138,9 @@ def train_or_restore(config, workdir: str, *, dataset=None) -> tuple[Any, dict, 
   return result.state, result.summary, spent
 
 
-def _train_subset(n: int, size: int, *, seed: int) -> np.ndarray:
-  # The fixed subset rule of jaxjac.training.train (config.data.train_size / test_size).
-  order = np.random.default_rng([seed, 0x5EB5E7]).permutation(n)
-  return np.sort(order[: size or n])
-
-
 def train_data(config, dataset):
   """The training and test arrays ``train()`` used for `config` (same subsets)."""
-  tr = _train_subset(dataset.num_train, config.data.train_size, seed=config.seed)
-  te = _train_subset(dataset.num_test, config.data.test_size, seed=config.seed)
+  tr, te = training.split_indices(config, dataset)
   return (
     dataset.train_images[tr],
     dataset.train_labels[tr],
@@ -175,165 +197,68 @@ def _batched(fn, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(out)
 
 
-def noise_accuracy(
-  apply_fn, params, x, y, *, sigma: float, key: jax.Array, batch_size: int = 500
-) -> float:
-  """Accuracy under Gaussian noise of std `sigma`, clipped to [0, 1]."""
-
-  def fn(xb, yb, lo):
-    noise = sigma * jax.random.normal(jax.random.fold_in(key, lo), xb.shape)
-    return correct(apply_fn, params, jnp.clip(xb + noise, 0.0, 1.0), yb)
-
-  return float(_batched(fn, x, y, batch_size).mean())
-
-
-def attack_correct(
-  apply_fn,
-  params,
-  x,
-  y,
+def attack_specs(
+  curves: dict[str, tuple[float, ...]],
+  worst_eps: dict[str, float] | None = None,
   *,
-  method: str,
-  norm: str,
-  eps: float,
-  key: jax.Array,
-  steps: int = 10,
-  restarts: int = 1,
-  loss: str = "ce",
-  batch_size: int = 500,
-) -> np.ndarray:
-  """Per-example correctness under one attack (``fgsm``, ``pgd`` or ``apgd``)."""
+  steps: int,
+  restarts: int = 2,
+  apgd_steps: int | None = None,
+  fgsm_eps: tuple[float, ...] = (),
+) -> tuple:
+  """The attacks of a robustness evaluation, as ``jaxjac.attacks.AttackSpec`` entries.
 
-  def fn(xb, yb, lo):
-    k = jax.random.fold_in(key, lo)
-    if eps == 0:
-      x_adv = xb
-    elif method == "fgsm":
-      x_adv = attacks.fgsm(apply_fn, params, xb, yb, eps=eps, norm=norm)
-    elif method == "pgd":
-      x_adv = attacks.pgd(
-        apply_fn,
-        params,
-        xb,
-        yb,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        key=k,
-        restarts=restarts,
-        loss=loss,
-      )
-    elif method == "apgd":
-      x_adv = attacks.apgd(
-        apply_fn,
-        params,
-        xb,
-        yb,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        key=k,
-        restarts=restarts,
-        loss=loss,
-      )
-    else:
-      raise ValueError(f"`method` must be fgsm, pgd or apgd, got {method!r}.")
-    return correct(apply_fn, params, x_adv, yb)
-
-  return _batched(fn, x, y, batch_size)
-
-
-def worst_case(
-  apply_fn,
-  params,
-  x,
-  y,
-  *,
-  norm: str,
-  eps: float,
-  key: jax.Array,
-  pgd_steps: int,
-  pgd_restarts: int,
-  apgd_steps: int,
-  batch_size: int = 500,
-  pgd_1: np.ndarray | None = None,
-) -> dict:
-  """Robust accuracy: the per-example worst case over PGD (CE, restarts), APGD-CE and
-  APGD-DLR, with the per-attack accuracies and a restart sanity check.
-
-  ``pgd_1`` (one restart, same key) must be >= ``pgd`` (``pgd_restarts``): the
-  restarts contain the single run. Pass `pgd_1` (per-example correctness of that
-  single run, key ``fold_in(key, 1)``) when already computed.
+  Per norm: PGD-CE (one random start, ``steps`` steps of ``2.5 eps / steps``) at
+  every radius of ``curves[norm]`` (the robustness curve); at ``worst_eps[norm]``
+  also PGD-CE with ``restarts`` random restarts, APGD-CE and APGD-DLR
+  (``apgd_steps``, default ``steps``), whose per-example worst case is the robust
+  accuracy. ``fgsm_eps``: FGSM (l_inf) radii.
   """
-  kw = dict(norm=norm, eps=eps, batch_size=batch_size)
-  clean = correct(apply_fn, params, x, y)
-  res = {
-    "pgd": attack_correct(
-      apply_fn,
-      params,
-      x,
-      y,
-      method="pgd",
-      steps=pgd_steps,
-      restarts=pgd_restarts,
-      key=jax.random.fold_in(key, 1),
-      **kw,
-    ),
-    "pgd_1": pgd_1
-    if pgd_1 is not None
-    else attack_correct(
-      apply_fn,
-      params,
-      x,
-      y,
-      method="pgd",
-      steps=pgd_steps,
-      restarts=1,
-      key=jax.random.fold_in(key, 1),
-      **kw,
-    ),
-    "apgd_ce": attack_correct(
-      apply_fn,
-      params,
-      x,
-      y,
-      method="apgd",
-      steps=apgd_steps,
-      loss="ce",
-      key=jax.random.fold_in(key, 2),
-      **kw,
-    ),
-    "apgd_dlr": attack_correct(
-      apply_fn,
-      params,
-      x,
-      y,
-      method="apgd",
-      steps=apgd_steps,
-      loss="dlr",
-      key=jax.random.fold_in(key, 3),
-      **kw,
-    ),
-  }
-  worst = clean & res["pgd"] & res["pgd_1"] & res["apgd_ce"] & res["apgd_dlr"]
-  out = {
-    "norm": norm,
-    "eps": eps,
-    "n": int(len(y)),
-    "clean": float(clean.mean()),
-    **{k: float(v.mean()) for k, v in res.items()},
-    "worst": float(worst.mean()),
-    "pgd_steps": pgd_steps,
-    "pgd_restarts": pgd_restarts,
-    "apgd_steps": apgd_steps,
-  }
-  out["sanity_restarts_never_help_model"] = bool(out["pgd"] <= out["pgd_1"])
+  apgd_steps = apgd_steps or steps
+  specs = []
+  if fgsm_eps:
+    specs.append(attacks.AttackSpec("fgsm-linf", "fgsm", "linf", tuple(fgsm_eps), steps=1))
+  for norm, eps in curves.items():
+    specs.append(attacks.AttackSpec(f"pgd-{norm}", "pgd", norm, tuple(eps), steps, 1, "ce"))
+  for norm, e in (worst_eps or {}).items():
+    specs += [
+      attacks.AttackSpec(f"pgd-r{restarts}-{norm}", "pgd", norm, (e,), steps, restarts, "ce"),
+      attacks.AttackSpec(f"apgd-ce-{norm}", "apgd", norm, (e,), apgd_steps, 1, "ce"),
+      attacks.AttackSpec(f"apgd-dlr-{norm}", "apgd", norm, (e,), apgd_steps, 1, "dlr"),
+    ]
+  return tuple(specs)
+
+
+def curve(report: dict, name: str, *, clean: bool = True) -> list[tuple[float, float]]:
+  """``[(eps, accuracy), ...]`` of attack `name` of a ``jaxjac.evaluate`` report,
+  starting with ``(0, clean accuracy)`` when `clean`."""
+  res = report["attacks"][name]
+  pts = list(zip(res["eps"], res["accuracy"], strict=True))
+  return ([(0.0, report["clean_accuracy"])] if clean else []) + pts
+
+
+def worst_summary(report: dict, norm: str, eps: float) -> dict:
+  """Per-attack and worst-case robust accuracy at radius `eps` of `norm`.
+
+  Keys: ``pgd_1`` (PGD, one start), ``pgd`` (PGD with restarts), ``apgd_ce``,
+  ``apgd_dlr`` and ``worst`` (robust against every attack of `norm` that ran at
+  `eps`, from ``report["worst_case"]``), with ``n`` and the attack settings.
+  """
+
+  def at(name):
+    res = report["attacks"][name]
+    return res["accuracy"][res["eps"].index(eps)], res
+
+  names = {"pgd_1": f"pgd-{norm}", "apgd_ce": f"apgd-ce-{norm}", "apgd_dlr": f"apgd-dlr-{norm}"}
+  names["pgd"] = next(k for k in report["attacks"] if k.startswith("pgd-r") and k.endswith(norm))
+  out = {"norm": norm, "eps": eps, "n": report["num_examples"], "clean": report["clean_accuracy"]}
+  for key, name in names.items():
+    out[key], res = at(name)
+    out[f"{key}_steps"], out[f"{key}_restarts"] = res["steps"], res["restarts"]
+  wc = report["worst_case"][norm]
+  out["worst"] = wc["accuracy"][wc["eps"].index(eps)]
+  out["worst_over"] = wc["attacks"]
   return out
-
-
-def monotone_nonincreasing(values: list[float], *, slack: float = 0.0) -> bool:
-  """Whether `values` never rise by more than `slack`."""
-  return all(b <= a + slack for a, b in zip(values, values[1:], strict=False))
 
 
 # ----------------------------------------------------------------------------- I/O

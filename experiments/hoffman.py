@@ -38,7 +38,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -48,6 +47,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxjac
+from jaxjac import attacks
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
@@ -283,93 +285,61 @@ CURVE_STEPS = 10
 
 
 def _robust_model(args, name: str, dataset, key) -> dict:
-  """Curves and worst case of model `name` on the first ``num_test`` of a fixed subset.
+  """Curves (``num_test`` images) and worst case (``num_worst`` images) of model `name`.
 
-  Cached per model in ``<workdir>/hoffman_robust/<name>.json``.
+  Two ``jaxjac.evaluate`` calls on fixed random test subsets: the curves (white
+  noise, FGSM, PGD-CE over eps; their sanity check is monotonicity in eps) and
+  the worst case at :data:`WORST_EPS` over PGD (one start and restarts), APGD-CE
+  and APGD-DLR, with the full gradient-masking sanity report (more steps, more
+  restarts, zero accuracy at a large eps). Cached per model in
+  ``<workdir>/hoffman_robust/<name>.json``.
   """
   cache = os.path.join(args.workdir, "hoffman_robust", f"{name}.json")
   config, state, summary, seconds, _ = _model(args, name, dataset)
   if os.path.exists(cache):
     with open(cache) as f:
       out = json.load(f)
-    if out["num_test"] == args.num_test:
+    if (out["num_test"], out.get("num_worst")) == (args.num_test, args.num_worst):
       return out
   t0 = time.perf_counter()
   _, _, test_x, test_y = common.train_data(config, dataset)
-  idx = common.subset(len(test_y), args.num_test, seed=1)
-  x, y = test_x[idx], test_y[idx]
   fn, params = state.apply_fn, {"params": state.params}
-  bs = min(len(y), 250)
   steps = 3 if args.tiny else CURVE_STEPS
+  idx = common.subset(len(test_y), args.num_test, seed=1)
+  specs = common.attack_specs(PGD_EPS, steps=steps, fgsm_eps=FGSM_EPS[1:])
+  curves = jaxjac.evaluate(
+    fn, params, test_x[idx], test_y[idx], key=jax.random.fold_in(key, 1), attacks=specs,
+    noise_stds=NOISE_SIGMAS[1:], batch_size=min(len(idx), 250), sanity=False, progress=False,
+  )  # fmt: skip
+  idx_w = common.subset(len(test_y), args.num_worst, seed=1)  # contains idx when larger
+  specs = common.attack_specs(
+    {n: (e,) for n, e in WORST_EPS.items()}, WORST_EPS, steps=steps, restarts=2
+  )
+  worst = jaxjac.evaluate(
+    fn, params, test_x[idx_w], test_y[idx_w], key=jax.random.fold_in(key, 2), attacks=specs,
+    noise_stds=(), batch_size=min(len(idx_w), 250), progress=False,
+  )  # fmt: skip
+  curve_sanity = attacks.sanity_report(curves["attacks"], curves["worst_case"], {})
   out = {
     "model": name,
-    "num_test": int(len(y)),
+    "num_test": int(len(idx)),
+    "num_worst": int(len(idx_w)),
     "train_seconds": seconds,
     "clean_accuracy_full_test": common.accuracy(fn, params, test_x, test_y),
     "num_test_full": int(len(test_y)),
-  }
-  out["noise"] = [
-    (s, common.noise_accuracy(fn, params, x, y, sigma=s, key=jax.random.fold_in(key, 7)))
-    for s in NOISE_SIGMAS
-  ]
-  out["fgsm_linf"] = [
-    (
-      e,
-      float(
-        common.attack_correct(
-          fn, params, x, y, method="fgsm", norm="linf", eps=e, key=key, batch_size=bs
-        ).mean()
-      ),
-    )
-    for e in FGSM_EPS
-  ]
-  worst = {}
-  for norm, eps_list in PGD_EPS.items():
-    curve = []
-    for e in eps_list:
-      ok = common.attack_correct(
-        fn,
-        params,
-        x,
-        y,
-        method="pgd",
-        norm=norm,
-        eps=e,
-        steps=steps,
-        key=jax.random.fold_in(key, 1),
-        batch_size=bs,
-      )
-      curve.append((e, float(ok.mean())))
-      if e == WORST_EPS[norm]:
-        worst[norm] = common.worst_case(
-          fn,
-          params,
-          x,
-          y,
-          norm=norm,
-          eps=e,
-          key=key,
-          pgd_steps=steps,
-          pgd_restarts=2,
-          apgd_steps=steps,
-          batch_size=bs,
-          pgd_1=ok,
-        )
-    out[f"pgd_{norm}"] = [(0.0, float(common.correct(fn, params, x, y).mean())), *curve]
-  out["worst"] = worst
-  out["sanity"] = {
-    "monotone_in_eps": {
-      k: common.monotone_nonincreasing([v for _, v in out[k]], slack=0.0)
-      for k in ("fgsm_linf", "pgd_linf", "pgd_l2")
+    "noise": [(0.0, curves["clean_accuracy"])]
+    + list(zip(curves["noise"]["std"], curves["noise"]["accuracy"], strict=True)),
+    "fgsm_linf": common.curve(curves, "fgsm-linf"),
+    "pgd_linf": common.curve(curves, "pgd-linf"),
+    "pgd_l2": common.curve(curves, "pgd-l2"),
+    "worst": {n: common.worst_summary(worst, n, e) for n, e in WORST_EPS.items()},
+    "sanity": {
+      "passed": bool(curve_sanity["passed"] and worst["sanity"]["passed"]),
+      "warnings": curve_sanity["warnings"] + worst["sanity"]["warnings"],
+      "curves": curve_sanity,
+      "worst_case": worst["sanity"],
     },
-    "zero_at_largest_eps": {k: out[k][-1][1] == 0.0 for k in ("pgd_linf", "pgd_l2")},
-    "restarts_never_help_model": {
-      k: w["sanity_restarts_never_help_model"] for k, w in worst.items()
-    },
-    "worst_le_each_attack": {
-      k: all(w["worst"] <= w[a] for a in ("pgd", "pgd_1", "apgd_ce", "apgd_dlr"))
-      for k, w in worst.items()
-    },
+    "reports": {"curves": curves, "worst": worst},
   }
   out["eval_seconds"] = time.perf_counter() - t0
   common.write_json(cache, out)
@@ -396,12 +366,15 @@ def robustness(args) -> dict:
     "tiny": args.tiny,
     "environment": common.environment(),
     "num_test": args.num_test,
+    "num_worst": args.num_worst,
     "curve_attack": {
       "pgd_steps": 3 if args.tiny else CURVE_STEPS,
       "restarts": 1,
       "step_size": "2.5 eps / steps",
       "loss": "ce",
     },
+    "worst_attacks": "PGD-CE (1 start), PGD-CE (2 restarts), APGD-CE, APGD-DLR; "
+    f"{3 if args.tiny else CURVE_STEPS} steps each",
     "worst_eps": WORST_EPS,
     "models": models,
   }
@@ -486,7 +459,7 @@ def decision_cells(args) -> dict:
     w = jax.random.normal(kw, x0.shape)
     for name, (_, state) in models.items():
       fn, params = state.apply_fn, {"params": state.params}
-      x_adv = common.attacks.pgd(
+      x_adv = attacks.pgd(
         fn, params, x0[None], jnp.asarray([y0]), eps=3.0, norm="l2", steps=20, key=kw, select="loss"
       )[0]
       a = _unit(x_adv - x0)
@@ -564,40 +537,27 @@ SUBCOMMANDS = {
 
 
 def parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("command", choices=sorted(SUBCOMMANDS))
-  p.add_argument("--tiny", action="store_true", help="seconds-long variant (tests)")
-  p.add_argument("--out", default=None, help="results directory")
-  p.add_argument("--figures", default=None, help="figures directory")
-  p.add_argument("--workdir", default=None, help="root of the training run directories")
+  p = common.parser(__doc__, SUBCOMMANDS)
   p.add_argument(
     "--jac_test", type=int, default=1000, help="test images for the mean ||J||_F (0: all)"
   )
+  p.add_argument("--num_test", type=int, default=500, help="test images for the robustness curves")
   p.add_argument(
-    "--num_test", type=int, default=500, help="test images for the robustness curves and worst case"
+    "--num_worst", type=int, default=1000, help="test images for the worst case (0: all 10000)"
   )
   p.add_argument("--seeds", type=int, default=3, help="seeds for Figure 2")
   p.add_argument("--models", nargs="*", default=None, help="models (robustness, decision_cells)")
   args = p.parse_args(argv)
-  tiny_root = os.path.join(common.RUNS_DIR, "tiny")
-  args.out = args.out or (os.path.join(tiny_root, "results") if args.tiny else common.RESULTS_DIR)
-  args.figures = args.figures or (args.out if args.tiny else common.FIGURES_DIR)
-  args.workdir = args.workdir or (tiny_root if args.tiny else common.RUNS_DIR)
   if args.tiny:
     args.jac_test = min(args.jac_test, 64)
     args.num_test = min(args.num_test, 64)
+    args.num_worst = min(args.num_worst or 64, 64)
     args.seeds = min(args.seeds, 2)
-  os.makedirs(args.out, exist_ok=True)
-  os.makedirs(args.figures, exist_ok=True)
-  return args
+  return common.resolve_dirs(args)
 
 
 def main(argv=None) -> dict:
-  args = parse(argv)
-  t0 = time.perf_counter()
-  record = SUBCOMMANDS[args.command](args)
-  print(f"{args.command}: {time.perf_counter() - t0:.0f} s")
-  return record
+  return common.run(SUBCOMMANDS, parse(argv))
 
 
 if __name__ == "__main__":

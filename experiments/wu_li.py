@@ -36,7 +36,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -55,6 +54,8 @@ import jaxjac  # noqa: E402
 from jaxjac import training  # noqa: E402
 
 EPS = {"l2": 1.0, "linf": 0.1}
+# Robust accuracy: per-example worst case over these attacks (jaxjac.evaluate).
+ROBUST_EVAL = "worst of PGD-CE (1 start), PGD-CE (2 restarts), APGD-CE, APGD-DLR"
 P = {"l2": 2.0, "linf": math.inf}
 NORM_OF_REG = {"frobenius": "l2", "l11": "linf"}
 
@@ -242,7 +243,10 @@ def _sweep_run(args, reg: str, lam: float, dataset) -> dict:
   cache = os.path.join(args.workdir, "wu_li_sweep", f"{name}.json")
   if os.path.exists(cache):
     with open(cache) as f:
-      return json.load(f)
+      out = json.load(f)
+    n = min(args.num_robust, out["num_train"], out["num_test"])
+    if out.get("robust_eval") == ROBUST_EVAL and out["num_robust"] == n:
+      return out
   config = common.get_config("wu_li", f"{reg},{lam}", tiny=args.tiny)
   workdir = os.path.join(args.workdir, "wu_li", name)
   state, summary, seconds = common.train_or_restore(config, workdir, dataset=dataset)
@@ -263,28 +267,23 @@ def _sweep_run(args, reg: str, lam: float, dataset) -> dict:
     "num_test": int(len(test_y)),
     "num_robust": int(n),
     "pgd_steps": steps,
+    "robust_eval": ROBUST_EVAL,
     "train_accuracy": common.accuracy(fn, params, train_x, train_y),
     "test_accuracy": common.accuracy(fn, params, test_x, test_y),
   }
   out["std_gap"] = out["train_accuracy"] - out["test_accuracy"]
-  for norm, eps in EPS.items():
-    for split, (x, y) in (
-      ("train", (train_x[tr], train_y[tr])),
-      ("test", (test_x[te], test_y[te])),
-    ):
-      ok = common.attack_correct(
-        fn,
-        params,
-        x,
-        y,
-        method="pgd",
-        norm=norm,
-        eps=eps,
-        steps=steps,
-        key=jax.random.fold_in(key, 1),
-        batch_size=min(n, 250),
-      )
-      out[f"robust_{split}_{norm}"] = float(ok.mean())
+  specs = common.attack_specs({n: (e,) for n, e in EPS.items()}, EPS, steps=steps, restarts=2)
+  for split, (x, y) in (("train", (train_x[tr], train_y[tr])), ("test", (test_x[te], test_y[te]))):
+    report = jaxjac.evaluate(
+      fn, params, x, y, key=jax.random.fold_in(key, 1), attacks=specs, noise_stds=(),
+      batch_size=min(n, 250), progress=False,
+    )  # fmt: skip
+    out[f"sanity_{split}"] = report["sanity"]
+    for norm, eps in EPS.items():
+      w = common.worst_summary(report, norm, eps)
+      out[f"robust_{split}_{norm}"] = w["worst"]
+      out[f"robust_{split}_{norm}_attacks"] = w
+  for norm in EPS:
     out[f"robust_gap_{norm}"] = out[f"robust_train_{norm}"] - out[f"robust_test_{norm}"]
   for split, x in (("train", train_x[tr]), ("test", test_x[te])):
     norms = common.jacobian_norms(fn, params, x)
@@ -376,12 +375,7 @@ SUBCOMMANDS = {"surrogate_vs_adversarial": surrogate_vs_adversarial, "lambda_swe
 
 
 def parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("command", choices=sorted(SUBCOMMANDS))
-  p.add_argument("--tiny", action="store_true", help="seconds-long variant (tests)")
-  p.add_argument("--out", default=None, help="results directory")
-  p.add_argument("--figures", default=None, help="figures directory")
-  p.add_argument("--workdir", default=None, help="root of the training run directories")
+  p = common.parser(__doc__, SUBCOMMANDS)
   p.add_argument(
     "--num_robust", type=int, default=500, help="train and test images for the robust accuracies"
   )
@@ -389,23 +383,13 @@ def parse(argv):
     "--max_lambdas", type=int, default=0, help="first lambdas of each sweep only (0: all)"
   )
   args = p.parse_args(argv)
-  tiny_root = os.path.join(common.RUNS_DIR, "tiny")
-  args.out = args.out or (os.path.join(tiny_root, "results") if args.tiny else common.RESULTS_DIR)
-  args.figures = args.figures or (args.out if args.tiny else common.FIGURES_DIR)
-  args.workdir = args.workdir or (tiny_root if args.tiny else common.RUNS_DIR)
   if args.tiny:
     args.num_robust = min(args.num_robust, 64)
-  os.makedirs(args.out, exist_ok=True)
-  os.makedirs(args.figures, exist_ok=True)
-  return args
+  return common.resolve_dirs(args)
 
 
 def main(argv=None) -> dict:
-  args = parse(argv)
-  t0 = time.perf_counter()
-  record = SUBCOMMANDS[args.command](args)
-  print(f"{args.command}: {time.perf_counter() - t0:.0f} s")
-  return record
+  return common.run(SUBCOMMANDS, parse(argv))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from jaxjac._src.training import make_train_step as make_train_step
 from jaxjac._src.training import read_metrics as read_metrics
 from jaxjac._src.training import regularizer_from_config as regularizer_from_config
 from jaxjac._src.training import restore_checkpoint as restore_checkpoint
+from jaxjac._src.training import split_indices as split_indices
 from jaxjac._src.training import step_keys as step_keys
 from jaxjac._src.training import tiny as tiny
 from jaxjac._src.training import train as train
@@ -56,6 +57,7 @@ __all__ = (
     "read_metrics",
     "regularizer_from_config",
     "restore_checkpoint",
+    "split_indices",
     "step_keys",
     "tiny",
     "train",

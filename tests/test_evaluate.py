@@ -189,3 +189,30 @@ def test_bad_input_raises():
     jaxjac.evaluate(linear_apply, params, x, y, **{**kw, "large_eps": None})
   with pytest.raises(ValueError, match="large_eps"):
     jaxjac.evaluate(linear_apply, params, x, y, **{**kw, "large_eps": {"l1": 1.0}})
+
+
+def mlp_apply(p, x):
+  return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
+
+
+def test_sanity_runs_are_paired_with_their_base_run():
+  # With a near-zero step the attack's output is its random start, so an unpaired
+  # "more steps" run would draw other starts and its accuracy would move both ways.
+  # Paired (same key), twice the steps from the same start and three restarts that
+  # contain the base run can only keep or lower the accuracy, for every key.
+  k1, k2, kx = jax.random.split(jax.random.key(3), 3)
+  params = {"w1": jax.random.normal(k1, (20, 16)), "w2": jax.random.normal(k2, (16, 3))}
+  x = np.asarray(jax.random.normal(kx, (120, 20)))
+  y = np.asarray(jnp.argmax(mlp_apply(params, jnp.asarray(x)), axis=1))
+  spec = AttackSpec("pgd-rs", "pgd", "linf", (1.0,), steps=1, step_size=1e-4)
+  for seed in range(4):
+    report = jaxjac.evaluate(
+        mlp_apply, params, x, y, key=jax.random.key(seed), attacks=(spec,), noise_stds=(),
+        batch_size=40, bounds=INF_BOX, large_eps={"linf": 100.0}, progress=False,
+    )  # fmt: skip
+    runs = report["sanity"]["runs"]["linf"]
+    base = report["attacks"]["pgd-rs"]["accuracy"][0]
+    assert 0.2 < base < 0.9  # random starts alone flip a fair share
+    assert runs["more_steps"]["base_accuracy"] == base
+    assert runs["more_steps"]["accuracy"] <= base
+    assert runs["more_restarts"]["accuracy"] <= base

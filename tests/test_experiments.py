@@ -86,7 +86,7 @@ def test_hoffman_robustness(dirs):
   rec = _load("hoffman").main(["robustness", *dirs, "--models", "none", "at"])
   on_disk = _read(dirs, "hoffman_robustness")
   assert on_disk["models"].keys() == {"none", "at"}
-  assert on_disk["num_test"] == 64
+  assert on_disk["num_test"] == 64 and on_disk["num_worst"] == 64
   for name, m in rec["models"].items():
     clean = m["pgd_linf"][0][1]
     assert m["pgd_linf"][0][0] == 0.0 and m["pgd_l2"][0][1] == clean
@@ -96,7 +96,11 @@ def test_hoffman_robustness(dirs):
       assert w["worst"] <= min(w["pgd"], w["pgd_1"], w["apgd_ce"], w["apgd_dlr"], w["clean"])
       assert w["pgd"] <= w["pgd_1"], (name, norm)  # restarts contain the single run
       assert w["clean"] == pytest.approx(clean)
-      assert m["sanity"]["worst_le_each_attack"][norm]
+      # The full sanity report ran on the worst-case set: more steps, more restarts, large eps.
+      assert m["sanity"]["worst_case"]["runs"][norm].keys() == {
+        "more_steps", "more_restarts", "large_eps"
+      }
+    assert m["sanity"]["passed"] == (not m["sanity"]["warnings"])
     # PGD at the largest radius (l_inf 0.5, l_2 6) beats every model.
     assert m["pgd_linf"][-1][1] <= 0.05 and m["pgd_l2"][-1][1] <= 0.05, name
   assert os.path.getsize(os.path.join(dirs[2], "hoffman_robustness.png")) > 1000

