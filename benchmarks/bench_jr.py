@@ -70,7 +70,8 @@ def _parse(argv=None):
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--models", default="lenet,mlp", help="main: models to time")
   p.add_argument("--configs", default=",".join(
-      ["plain", "proj1", "proj3", "jvp1", "exact_vjp", "exact_jacrev", "exact_scan", "l11_proj1",
+      ["plain", "proj1", "proj3", "jvp1", "exact_auto", "exact_vjp", "exact_loop", "exact_jacrev",
+       "exact_scan", "l11_proj1",
        "l11_exact", "torch_plain", "torch_proj1", "torch_proj3", "torch_exact_loop"]),
       help="main: configurations to time (JAX names of JR_CONFIGS and torch_*)")
   p.add_argument("--with-patches", action="store_true",
@@ -192,8 +193,10 @@ JR_CONFIGS = {
     "exact_vjp": dict(estimator="exact", method="vjp"),
     "exact_jacrev": dict(estimator="exact", method="jacrev"),
     "exact_scan": dict(estimator="exact", method="scan"),
+    "exact_loop": dict(estimator="exact", method="loop"),
+    "exact_auto": dict(estimator="exact", method="auto"),
     "l11_proj1": dict(norm="l11", estimator="projection", num_projections=1),
-    "l11_exact": dict(norm="l11", estimator="exact", method="vjp"),
+    "l11_exact": dict(norm="l11", estimator="exact", method="auto"),
 }
 
 
@@ -444,8 +447,8 @@ def section_main(args, batch):
     by = {r["name"]: r for r in rows}
     for r in rows:  # jaxjac against PyTorch on the same estimator
       twin = {"plain": "torch_plain", "proj1": "torch_proj1", "proj3": "torch_proj3",
-              "exact_vjp": "torch_exact_loop", "exact_jacrev": "torch_exact_loop",
-              "exact_scan": "torch_exact_loop"}.get(r["name"])
+              **{f"exact_{m}": "torch_exact_loop"
+                 for m in ("auto", "vjp", "loop", "jacrev", "scan")}}.get(r["name"])
       if twin in by and "median_ms" in by[twin] and "median_ms" in r:
         r["ratio_to_torch"] = r["median_ms"] / by[twin]["median_ms"]
     res[name] = rows
@@ -714,6 +717,9 @@ def _plots(runs, paths, out_dir):
       axes[0, col].set_title(f"{model}, batch {b}: step time / plain step")
       axes[1, col].set_title(f"{model}, batch {b}: XLA peak memory (MiB)")
   for ax in axes.flat:
+    if not any(len(line.get_xdata()) for line in ax.lines):  # e.g. LeNet' is not timed
+      ax.text(0.5, 0.5, "not timed (memory only)", ha="center", transform=ax.transAxes)
+      continue
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of classes C")

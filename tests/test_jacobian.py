@@ -270,3 +270,21 @@ def test_linear_model_closed_form():
   np.testing.assert_allclose(
     jaxjac.jacobian_penalty(apply_fn, w, x, norm="spectral", iterations=100), top, rtol=1e-5
   )
+
+
+def test_auto_method_choice():
+  # "auto": forward mode for wide outputs; on CPU an unrolled class loop for small-C
+  # convolutional models (measured faster and smaller there), else the vmapped VJP.
+  from jaxjac._src import jacobian as jac_lib  # noqa: PLC0415
+
+  x = jnp.ones((2, 8, 8, 1))
+  conv = lambda xb: nn.Conv(3, (3, 3)).apply(
+    {"params": {"kernel": jnp.ones((3, 3, 1, 3)), "bias": jnp.zeros(3)}}, xb
+  ).reshape(2, -1)[:, :10]
+  dense = lambda xb: xb.reshape(2, -1)[:, :10] * 2.0
+  wide = lambda xb: jnp.tile(xb.reshape(2, -1), (1, 2))
+  pick = lambda f: jac_lib._auto_method(jac_lib._make_ops(f, x, False))
+  assert pick(dense) == "vjp" and pick(wide) == "jvp"
+  assert pick(conv) == ("loop" if jax.default_backend() == "cpu" else "vjp")
+  many = lambda xb: jnp.tile(conv(xb), (1, 2))  # C = 20 > LOOP_MAX_OUTPUTS
+  assert pick(many) == "vjp"
