@@ -108,10 +108,15 @@ def test_exact_norms_match_dense_and_finite_differences(kind):
     frob = np.mean(np.sum(reference**2, axis=(1, 2)))
     l11 = np.mean(np.sum(np.abs(reference), axis=(1, 2)))
     spec = np.mean(np.linalg.svd(reference, compute_uv=False)[:, 0] ** 2)
-    np.testing.assert_allclose(jaxjac.jacobian_penalty(apply_fn, params, x), frob, rtol=tol(1e-5))
-    np.testing.assert_allclose(
-      jaxjac.jacobian_penalty(apply_fn, params, x, norm="l11"), l11, rtol=tol(1e-5)
-    )
+    for method in ("auto", "vjp", "loop", "scan"):  # scan reduces inside its loop
+      for per_example in (False, True):
+        kw = dict(method=method, per_example=per_example)
+        np.testing.assert_allclose(
+          jaxjac.jacobian_penalty(apply_fn, params, x, **kw), frob, rtol=tol(1e-5)
+        )
+        np.testing.assert_allclose(
+          jaxjac.jacobian_penalty(apply_fn, params, x, norm="l11", **kw), l11, rtol=tol(1e-5)
+        )
     np.testing.assert_allclose(
       jaxjac.jacobian_penalty(apply_fn, params, x, norm="spectral", iterations=200),
       spec,
@@ -208,18 +213,20 @@ def test_batched_path_is_wrong_for_a_batch_mixing_model():
 
 
 @pytest.mark.parametrize(
-  "norm,estimator,per_example",
+  "norm,estimator,per_example,method",
   [
-    ("frobenius", "exact", False),
-    ("frobenius", "projection", False),
-    ("frobenius", "jvp", False),
-    ("l11", "exact", False),
-    ("l11", "projection", True),
-    ("spectral", "exact", False),
-    ("frobenius", "projection", True),
+    ("frobenius", "exact", False, "auto"),
+    ("frobenius", "projection", False, "auto"),
+    ("frobenius", "jvp", False, "auto"),
+    ("l11", "exact", False, "auto"),
+    ("l11", "projection", True, "auto"),
+    ("spectral", "exact", False, "auto"),
+    ("frobenius", "projection", True, "auto"),
+    ("frobenius", "exact", False, "scan"),
+    ("l11", "exact", True, "loop"),
   ],
 )
-def test_gradients_wrt_params_float64(norm, estimator, per_example):
+def test_gradients_wrt_params_float64(norm, estimator, per_example, method):
   with jax.enable_x64(True):
     apply_fn, params, x = _setup("mlp", jnp.float64)
     key = jax.random.key(11)
@@ -233,6 +240,7 @@ def test_gradients_wrt_params_float64(norm, estimator, per_example):
       num_projections=2,
       per_example=per_example,
       iterations=300,
+      method=method,
     )
     # Small step: |J_ij| has kinks at 0 and the smallest |J_ij| here is ~5e-5.
     check_grads(fn, (params,), order=1, modes=("rev",), atol=1e-4, rtol=1e-4, eps=1e-6)

@@ -175,6 +175,31 @@ def _dense(ops: _Ops, method: str) -> jax.Array:
   raise ValueError(f"`method` must be one of {EXACT_METHODS}, got {method!r}.")
 
 
+def _exact_sum(f: BatchFn, x: jax.Array, per_example: bool, method: str, elementwise) -> jax.Array:
+  """``sum_ij elementwise(J_b)_ij`` per example, shape ``(B,)``.
+
+  With ``method="scan"`` the rows ``e_c^T J`` are reduced inside the loop, so
+  the dense ``(B, C, d)`` Jacobian is never stored; otherwise it is built by
+  :func:`_dense` and reduced.
+  """
+  ops = _make_ops(f, x, per_example, fn_name="f")
+  checks.check_choice(method, "method", EXACT_METHODS)
+  if method != "scan":
+    return jnp.sum(elementwise(_dense(ops, method)), axis=(1, 2))
+  batch, c = ops.xf.shape[0], ops.num_outputs
+  pull = ops.pullback()
+
+  @jax.checkpoint
+  def one_class(e):  # (C,) -> (B,): this class's row of every J_b, reduced
+    return jnp.sum(elementwise(pull(jnp.broadcast_to(e, (batch, c)))), axis=-1)
+
+  def body(total, e):
+    return total + one_class(e), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((batch,), ops.xf.dtype), jnp.eye(c, dtype=ops.xf.dtype))
+  return total
+
+
 def _batch_fn(apply_fn: ApplyFn, params: Params) -> BatchFn:
   if not callable(apply_fn):
     raise TypeError(f"`apply_fn` must be callable as apply_fn(params, x), got {apply_fn!r}.")
@@ -256,10 +281,7 @@ def frobenius_exact(
   Computes the dense Jacobian (see :func:`jacobian` for ``method``; the
   default reverse mode costs ``C`` VJPs) and sums its squares.
   """
-  jac = _dense(
-    _make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS)
-  )
-  return jnp.sum(jnp.square(jac), axis=(1, 2))
+  return _exact_sum(f, x, per_example, method, jnp.square)
 
 
 def frobenius_projection(
@@ -325,10 +347,7 @@ def l11_exact(
   The l_inf-attack Jacobian regularizer of Wu and Li (2024). See
   :func:`jacobian` for ``method``.
   """
-  jac = _dense(
-    _make_ops(f, x, per_example, fn_name="f"), checks.check_choice(method, "method", EXACT_METHODS)
-  )
-  return jnp.sum(jnp.abs(jac), axis=(1, 2))
+  return _exact_sum(f, x, per_example, method, jnp.abs)
 
 
 def l11_projection(
