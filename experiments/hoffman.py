@@ -436,7 +436,8 @@ def decision_cells(args) -> dict:
   same for every model) and an adversarial plane (the model's l_2 PGD direction
   and a random orthogonal one); the grid spans ``[-R, R]^2`` in l_2 units and is
   not clipped to the pixel box. Reported: the distance from the point to the
-  nearest grid point of another class, per plane and model.
+  nearest grid point of another class, per plane and model, for ``--cell_points``
+  test points (the figure shows the first two), with its median over points.
   """
   dataset = common.load_data()
   res = 21 if args.tiny else 61
@@ -448,7 +449,7 @@ def decision_cells(args) -> dict:
     config, state, _, _, _ = _model(args, name, dataset)
     models[name] = (config, state)
   _, _, test_x, test_y = common.train_data(next(iter(models.values()))[0], dataset)
-  points = [int(i) for i in common.subset(len(test_y), 2, seed=3)]
+  points = [int(i) for i in common.subset(len(test_y), args.cell_points, seed=3)]
   d = int(np.prod(test_x.shape[1:]))
   cells, summary = {}, {}
   for pi, i in enumerate(points):
@@ -489,16 +490,33 @@ def decision_cells(args) -> dict:
     "input_dim": d,
     "test_indices": points,
     "summary": summary,
+    "statistics": {
+      name: {
+        plane: {
+          "median_distance_to_other_class": float(
+            np.median([p["distance_to_other_class"] for p in pts])
+          ),
+          "fraction_no_other_class_in_grid": float(
+            np.mean([p["distance_to_other_class"] == float("inf") for p in pts])
+          ),
+          "mean_fraction_same_class": float(np.mean([p["fraction_same_class"] for p in pts])),
+          "points": len(pts),
+        }
+        for plane, pts in planes.items()
+      }
+      for name, planes in summary.items()
+    },
   }
   json_path, fig_path = _paths(args, "decision_cells")
   common.write_json(json_path, record)
 
   plt = common.setup_matplotlib()
   names = list(models)
+  shown = min(2, len(points))
   fig, axes = plt.subplots(
-    2 * len(points), len(names), figsize=(2.6 * len(names), 2.6 * 2 * len(points)), squeeze=False
+    2 * shown, len(names), figsize=(2.6 * len(names), 2.6 * 2 * shown), squeeze=False
   )
-  for pi in range(len(points)):
+  for pi in range(shown):
     for r, plane in enumerate(("random", "adversarial")):
       for c, name in enumerate(names):
         ax = axes[2 * pi + r, c]
@@ -546,6 +564,7 @@ def parse(argv):
     "--num_worst", type=int, default=1000, help="test images for the worst case (0: all 10000)"
   )
   p.add_argument("--seeds", type=int, default=3, help="seeds for Figure 2")
+  p.add_argument("--cell_points", type=int, default=20, help="test points for Figure 1")
   p.add_argument("--models", nargs="*", default=None, help="models (robustness, decision_cells)")
   args = p.parse_args(argv)
   if args.tiny:
@@ -553,6 +572,7 @@ def parse(argv):
     args.num_test = min(args.num_test, 64)
     args.num_worst = min(args.num_worst or 64, 64)
     args.seeds = min(args.seeds, 2)
+    args.cell_points = min(args.cell_points, 2)
   return common.resolve_dirs(args)
 
 

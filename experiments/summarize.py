@@ -101,17 +101,24 @@ def _dist(d) -> str:
 
 
 def decision_cells(rec: dict) -> str:
+  n = len(rec["test_indices"])
   lines = [
-    "| model | random plane: distance to another class (per point) | "
-    "adversarial plane: distance (per point) |",
-    "|---|---|---|",
+    f"Over {n} test points: median l_2 distance to the nearest grid point of another class "
+    "(> 10: none in the grid) and the share of points with no other class in the grid.",
+    "",
+    "| model | random plane: median distance | no other class | "
+    "adversarial plane: median distance | no other class |",
+    "|---|---|---|---|---|",
   ]
-  for name, planes in rec["summary"].items():
-    cells = [
-      ", ".join(_dist(p["distance_to_other_class"]) for p in planes[plane])
-      for plane in ("random", "adversarial")
-    ]
-    lines.append(f"| {NAMES[name]} | {cells[0]} | {cells[1]} |")
+  for name, planes in rec["statistics"].items():
+    cells = []
+    for plane in ("random", "adversarial"):
+      st = planes[plane]
+      cells += [
+        _dist(st["median_distance_to_other_class"]),
+        f"{100 * st['fraction_no_other_class_in_grid']:.0f}%",
+      ]
+    lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
