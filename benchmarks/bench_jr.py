@@ -7,8 +7,10 @@ One script for every table of ``benchmarks/README.md``:
   the same parameter gradient on the same weights.
 * ``main``: LeNet' and the MLP at batch 128, one Adam step of
   ``CE + lambda/2 * penalty`` for: plain CE; Frobenius projection n=1, n=3;
-  the JVP estimator; exact by each method (``vjp``: vmap over the C one-hot
-  cotangents, ``jacrev``: vmap of jacrev, ``scan``: lax.map over classes);
+  the JVP estimator; exact by each method (``auto``: the default;
+  ``vjp``: vmap over the C one-hot cotangents, ``loop``: the C VJPs unrolled
+  on one forward pass, ``jacrev``: vmap of jacrev, ``scan``: a rematerialized
+  loop over classes);
   l_{1,1} projection and exact; PyTorch plain / projection n=1, 3 / exact.
 * ``scaling``: against the number of classes C (synthetic head: 10, 100,
   1000) and the input size (28, 56, 112 pixels a side): the MLP timed,
@@ -590,7 +592,7 @@ def section_xlaflags(args):
     for name, flag in XLA_FLAG_SETS.items():
       cmd = [sys.executable, os.path.abspath(__file__), "--sections", "xlaflag",
              "--host-devices", "1", "--reps", str(args.reps), "--min-reps", str(args.min_reps),
-             "--cap-s", str(args.cap_s), "--batch", str(args.batch), "--xla-extra", flag,
+             "--cap-s", str(args.cap_s), "--batch", str(args.batch), f"--xla-extra={flag}",
              "--out", "-"]
       _log("xla flags", name, flag)
       proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
