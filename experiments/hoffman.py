@@ -68,7 +68,7 @@ LABELS = {
   "dropout": "Dropout",
   "jr": "JR",
   "all": "All",
-  "at": "PGD-AT",
+  "at": "FGSM-RS AT",
   "jr_at": "JR + AT",
 }
 
