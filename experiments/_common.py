@@ -222,7 +222,7 @@ def attack_specs(
     specs.append(attacks.AttackSpec(f"pgd-{norm}", "pgd", norm, tuple(eps), steps, 1, "ce"))
   for norm, e in (worst_eps or {}).items():
     specs += [
-      attacks.AttackSpec(f"pgd-r{restarts}-{norm}", "pgd", norm, (e,), steps, restarts, "ce"),
+      attacks.AttackSpec(f"pgd-restarts-{norm}", "pgd", norm, (e,), steps, restarts, "ce"),
       attacks.AttackSpec(f"apgd-ce-{norm}", "apgd", norm, (e,), apgd_steps, 1, "ce"),
       attacks.AttackSpec(f"apgd-dlr-{norm}", "apgd", norm, (e,), apgd_steps, 1, "dlr"),
     ]
@@ -249,8 +249,12 @@ def worst_summary(report: dict, norm: str, eps: float) -> dict:
     res = report["attacks"][name]
     return res["accuracy"][res["eps"].index(eps)], res
 
-  names = {"pgd_1": f"pgd-{norm}", "apgd_ce": f"apgd-ce-{norm}", "apgd_dlr": f"apgd-dlr-{norm}"}
-  names["pgd"] = next(k for k in report["attacks"] if k.startswith("pgd-r") and k.endswith(norm))
+  names = {
+    "pgd_1": f"pgd-{norm}",
+    "pgd": f"pgd-restarts-{norm}",
+    "apgd_ce": f"apgd-ce-{norm}",
+    "apgd_dlr": f"apgd-dlr-{norm}",
+  }
   out = {"norm": norm, "eps": eps, "n": report["num_examples"], "clean": report["clean_accuracy"]}
   for key, name in names.items():
     out[key], res = at(name)
