@@ -1,14 +1,21 @@
-"""Strict JAX for every test: rank promotion raises, tolerances per backend."""
+"""Strict JAX for every test, tolerances per backend, the data directories and IDX writers."""
 
+import gzip
 import os
 
 import jax
+import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This repository's own test layout only: a `shared/data/mnist` folder beside the
+# repository. The library never looks there; users pass `data_dir` or set
+# $JAXJAC_DATA_DIR.
 SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist")
+# Where Debian's dataset-fashion-mnist package installs the Fashion-MNIST files.
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
 def tol(cpu: float) -> float:
@@ -18,8 +25,79 @@ def tol(cpu: float) -> float:
 
 @pytest.fixture
 def mnist_dir():
-  """The canonical MNIST IDX directory beside the repository, or skip."""
-  path = os.environ.get("JAXJAC_DATA_DIR", SHARED_MNIST)
+  """The real MNIST IDX directory, or skip.
+
+  ``$JAXJAC_DATA_DIR`` if set (as the library reads it), else, for this
+  repository's own tests only, the ``shared/data/mnist`` folder beside the
+  repository.
+  """
+  path = os.environ.get("JAXJAC_DATA_DIR") or SHARED_MNIST
+  if os.path.isdir(os.path.join(path, "mnist")):
+    path = os.path.join(path, "mnist")
   if not os.path.isdir(path):
-    pytest.skip(f"no MNIST IDX directory at {path}")
+    pytest.skip(f"no MNIST IDX directory at {path} (set JAXJAC_DATA_DIR)")
   return path
+
+
+@pytest.fixture
+def fashion_dir():
+  """The real Fashion-MNIST IDX directory, or skip.
+
+  ``$JAXJAC_FASHION_DIR`` if set, else where Debian's ``dataset-fashion-mnist``
+  package installs it (whose gzip headers differ from the canonical downloads).
+  """
+  path = os.environ.get("JAXJAC_FASHION_DIR") or DEBIAN_FASHION_MNIST
+  if not os.path.isdir(path):
+    pytest.skip(f"no Fashion-MNIST IDX directory at {path} (set JAXJAC_FASHION_DIR)")
+  return path
+
+
+# ----------------------------------------------------------------------------- IDX writers
+
+
+def idx_bytes(array, *, magic: int | None = None) -> bytes:
+  """Encodes a uint8 array as IDX (optionally with a forced magic number)."""
+  array = np.asarray(array, dtype=np.uint8)
+  magic = 0x00000800 + array.ndim if magic is None else magic
+  header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+  return header + array.tobytes()
+
+
+def write_file(path, content: bytes, *, compress: bool = True, mtime: int = 0) -> str:
+  """Writes `content` to `path`, gzip-compressed (with time stamp `mtime`) or plain."""
+  path = os.fspath(path)
+  with open(path, "wb") as f:
+    f.write(gzip.compress(content, mtime=mtime) if compress else content)
+  return path
+
+
+IDX_STEMS = (
+  "train-images-idx3-ubyte",
+  "train-labels-idx1-ubyte",
+  "t10k-images-idx3-ubyte",
+  "t10k-labels-idx1-ubyte",
+)
+
+
+def make_idx_dir(directory, *, n_train=50, n_test=20, compress=True, seed=0, labels=None):
+  """Writes four synthetic IDX files; returns the uint8 arrays written, by file stem."""
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  arrays = dict(
+    zip(
+      IDX_STEMS,
+      (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train, dtype=np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test, dtype=np.uint8),
+      ),
+      strict=True,
+    )
+  )
+  if labels is not None:
+    arrays["train-labels-idx1-ubyte"] = np.asarray(labels, np.uint8)
+  for stem, arr in arrays.items():
+    name = stem + (".gz" if compress else "")
+    write_file(os.path.join(directory, name), idx_bytes(arr), compress=compress)
+  return arrays
