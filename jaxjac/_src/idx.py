@@ -132,7 +132,10 @@ def read_idx_digest(
         "refusing to decompress it."
       )
     digest = hashlib.sha256(header)
-    out = np.empty(size, np.uint8)
+    try:
+      out = np.empty(size, np.uint8)
+    except (MemoryError, ValueError) as e:
+      raise ValueError(f"{path}: {declared}, which cannot be allocated ({e}).") from e
     view = memoryview(out)
     got = 0
     while got < size:
