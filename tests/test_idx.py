@@ -178,4 +178,3 @@ def test_docstring_examples(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.attempted > 0
   assert result.failed == 0
-

