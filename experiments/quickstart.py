@@ -32,7 +32,7 @@ It writes ``quickstart.json`` (the numbers, the data set, its source and sizes,
 and what each accuracy means) and ``quickstart.png`` in ``--workdir`` (default
 ``runs/quickstart``), and each model's training record (``metrics.jsonl``,
 ``summary.json``, ``config.json``) in ``<workdir>/baseline`` and ``<workdir>/jr``.
-The training loop also writes orbax checkpoints (about 22 MB per MLP: the
+The training loop also writes orbax checkpoints (about 20 MB per MLP: the
 weights and Adam's two moments); the quickstart does not need them and deletes
 them after training unless ``--keep_checkpoints`` (then they stay in
 ``<workdir>/<model>/checkpoints``; the JSON records their size either way).

@@ -117,9 +117,9 @@ def test_checkpoints_are_measured_and_deleted(run):
     c = on_disk["checkpoints"][name]
     assert c["dir"] == os.path.join(str(workdir), name, "checkpoints") and c["kept"] is False
     assert not os.path.exists(c["dir"])
-    # At least the float32 weights and Adam's two moments were written.
+    # The float32 weights and Adam's two moments (orbax may compress them) and metadata.
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
-    assert c["bytes"] >= 3 * 4 * num_params
+    assert 4 * num_params < c["bytes"] < 3 * 4 * num_params + 2e6
     assert os.path.isfile(os.path.join(str(workdir), name, "summary.json"))
 
 
