@@ -75,8 +75,8 @@ ACCURACY_DEFINITIONS = {
   "eval_indices, the images on which the noise and PGD accuracies are measured",
   "noise_accuracy": "accuracy on the same images with Gaussian noise of each std added "
   "(clipped to [0, 1])",
-  "pgd_accuracy": "accuracy on the same images under l_inf PGD (random start, cross-entropy) "
-  "at each eps",
+  "pgd_accuracy": "fraction of the same images classified correctly both clean and under l_inf "
+  "PGD (random start, cross-entropy) at each eps",
   "jacobian_fro": "mean exact ||J||_F over the first jacobian_examples of those images",
 }
 
