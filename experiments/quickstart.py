@@ -239,9 +239,17 @@ def eval_indices(num_test: int, eval_size: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng([seed, 7]).permutation(num_test)[:eval_size])
 
 
+def load_data(args: argparse.Namespace) -> data.Dataset:
+  """The data set the arguments ask for; a missing or bad source exits with one line."""
+  try:
+    return data.load_mnist(args.source, data_dir=args.data_dir or None, dataset=args.dataset)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"quickstart: cannot load {args.dataset}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> tuple[dict, dict]:
   """Trains and evaluates both models; returns the JSON record and the final train states."""
-  ds = data.load_mnist(args.source, data_dir=args.data_dir or None, dataset=args.dataset)
+  ds = load_data(args)
   train_size = min(args.train_size, ds.num_train)
   eval_size = min(args.eval_size, ds.num_test)
   order = eval_indices(ds.num_test, eval_size, args.seed)

