@@ -115,8 +115,8 @@ def parse_args(argv: Sequence[str]) -> Args:
     raise UsageError(f"unknown flag --{name}{hint}")
   if not args.config:
     raise UsageError(
-        "--config is required: a Python file with get_config(), e.g. "
-        "--config experiments/configs/jr.py:tiny."
+      "--config is required: a Python file with get_config(), e.g. "
+      "--config experiments/configs/jr.py:tiny."
     )
   if not args.workdir:
     raise UsageError("--workdir is required: the directory for metrics and checkpoints.")
@@ -188,8 +188,8 @@ def load_config(spec: str) -> Any:
     config = ml_collections.ConfigDict(config)
   if not isinstance(config, ml_collections.ConfigDict):
     raise UsageError(
-        f"{where}: get_config() must return an ml_collections.ConfigDict or a dict, got "
-        f"{type(config).__name__}."
+      f"{where}: get_config() must return an ml_collections.ConfigDict or a dict, got "
+      f"{type(config).__name__}."
     )
   _check_complete(config, where)
   return config
@@ -201,7 +201,7 @@ def _call_without_arg(get_config: Callable[..., Any]) -> Any:
   except TypeError as e:
     if "argument" in str(e):  # get_config(arg) with a required argument.
       raise UsageError(
-          f"--config: get_config needs an argument ({e}); pass it as FILE:ARG, e.g. FILE:tiny."
+        f"--config: get_config needs an argument ({e}); pass it as FILE:ARG, e.g. FILE:tiny."
       ) from e
     raise
 
@@ -222,7 +222,7 @@ def _check_complete(config: Any, where: str) -> None:
   if missing:
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
     raise UsageError(
-        f"{where}: the config lacks {shown}; build it from jaxjac.training.default_config()."
+      f"{where}: the config lacks {shown}; build it from jaxjac.training.default_config()."
     )
 
 
@@ -287,7 +287,7 @@ def _parse_value(field: str, raw: str, current: Any, kind: type | None) -> Any:
       value = ast.literal_eval(raw) if raw.strip() else ()
     except (ValueError, SyntaxError):
       raise UsageError(
-          f"{flag}: expected a tuple such as '(10, 20)' or '10,20', got {raw!r}."
+        f"{flag}: expected a tuple such as '(10, 20)' or '10,20', got {raw!r}."
       ) from None
     value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     return value if kind is tuple else list(value)
@@ -418,8 +418,8 @@ def run(argv: Sequence[str], *, program: str = "python -m jaxjac.train") -> int:
     latest = _latest_checkpoint(args.workdir) if args.workdir else None
     saved = f" (latest checkpoint: step {latest})" if latest is not None else ""
     print(
-        f"{PROG}: interrupted{where}{saved}; continue with: {_resume_command(program, argv)}",
-        file=sys.stderr,
+      f"{PROG}: interrupted{where}{saved}; continue with: {_resume_command(program, argv)}",
+      file=sys.stderr,
     )
     return EXIT_INTERRUPTED
   except UsageError as e:
