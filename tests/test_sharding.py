@@ -1,4 +1,4 @@
-"""Data parallelism (jaxjac.sharding) and mixed precision.
+"""Data parallelism (jaxjac.sharding).
 
 The multi-device checks need several devices before JAX starts, so they run
 this file as a script in a subprocess with
@@ -241,6 +241,20 @@ def _worker_devices(out_path):
   res["step_hlo_all_reduce"] = "all-reduce" in step.lower(
       _init_state(step_model), (x, y), key).compile().as_text()
 
+  # Global batch placement and local copies on the 4-device mesh.
+  gb = sharding.shard_global_batch((x, y), mesh)
+  res["global_batch_spec"] = str(tuple(gb[0].sharding.spec))
+  res["global_batch_equal"] = bool(np.array_equal(np.asarray(gb[0]), x))
+  res["global_batch_rows"] = [s.data.shape[0] for s in gb[0].addressable_shards]
+  local = sharding.unreplicate(sharded[0].params)
+  res["unreplicate_devices"] = sorted({len(v.devices()) for v in jax.tree.leaves(local)})
+  res["unreplicate_diff"] = _max_diff(jax.tree.leaves(local), res["step_sharded"])
+  try:
+    sharding.unreplicate({"adv": adv4})
+    res["unreplicate_error"] = ""
+  except ValueError as e:
+    res["unreplicate_error"] = str(e)
+
   # A batch that does not split over 4 devices.
   try:
     step(sharded[0], (x[:6], y[:6]), key)
@@ -300,14 +314,27 @@ def _worker_host(out_path):
   mesh = sharding.make_mesh()
   x, y = _data(3 * BATCH)  # Every host "loads" the same dataset ...
   part = sharding.host_shard(len(x))  # ... and keeps its contiguous share.
-  local = sharding.host_batch_size(BATCH, mesh)
-  xs, ys = x[part][:local], y[part][:local]
+  local_size = sharding.host_batch_size(BATCH, mesh)
+  xs, ys = x[part][:local_size], y[part][:local_size]
   step = sharding.shard_train_step(_setup()[0], mesh)
   state, metrics = step(_init_state(_step_model()), (xs, ys), jax.random.key(42))
   params = sharding.gather(state.params)
+  # Every process holds the same global batch and sends only its rows: the result must equal
+  # the single-process step on that batch.
+  gx, gy = _data()
+  rows = [sharding.host_batch_slice(BATCH, mesh, process_index=i) for i in range(2)]
+  global_batch = sharding.shard_global_batch((gx, gy), mesh)
+  g_state, g_metrics = step(_init_state(_step_model()), global_batch, jax.random.key(42))
+  local = sharding.unreplicate(g_state.params)
   if jax.process_index() == 0:
-    _save(out_path, {"part": [part.start, part.stop], "local": local,
-                     "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params)})
+    _save(out_path, {"part": [part.start, part.stop], "local": local_size,
+                     "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params),
+                     "rows": [[r.start, r.stop] for r in rows],
+                     "global_shape": list(global_batch[0].shape),
+                     "global_loss": float(g_metrics["loss"]),
+                     "global_leaves": jax.tree.leaves(sharding.gather(g_state.params)),
+                     "local_leaves": [np.asarray(v) for v in jax.tree.leaves(local)],
+                     "local_devices": [len(v.devices()) for v in jax.tree.leaves(local)]})
 
 
 def _run_worker(mode, out_path, env_extra):
@@ -400,6 +427,15 @@ def test_sharded_pgd_gives_the_same_adversarial_examples(devices4):
   np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-6)
 
 
+def test_global_batch_and_unreplicate_on_four_devices(devices4):
+  assert str(devices4["global_batch_spec"]) == "('data',)"
+  assert bool(devices4["global_batch_equal"])
+  assert [int(n) for n in devices4["global_batch_rows"]] == [BATCH // NUM_DEVICES] * NUM_DEVICES
+  assert [int(n) for n in devices4["unreplicate_devices"]] == [1]
+  assert float(devices4["unreplicate_diff"]) == 0.0
+  assert "`tree['adv']` is not replicated" in str(devices4["unreplicate_error"])
+
+
 def test_batch_not_multiple_of_devices_raises(devices4):
   message = str(devices4["bad_batch_error"])
   assert "multiple of the 4 devices" in message and "got 6" in message
@@ -435,6 +471,16 @@ def test_two_hosts_equal_one_host(devices4):
   assert list(host["part"]) == [0, 12] and int(host["local"]) == 4
   assert abs(float(host["loss"]) - float(devices4["host_ref_loss"])) <= 1e-5
   assert _max_diff(host["leaves"], devices4["host_ref_leaves"]) <= 1e-5
+  # The global-batch path: process 0 sends rows 0..3, process 1 rows 4..7, and the step equals
+  # the single-device step on the whole batch.
+  assert [list(r) for r in host["rows"]] == [[0, 4], [4, 8]]
+  assert list(host["global_shape"]) == [BATCH, *IMAGE]
+  assert abs(float(host["global_loss"]) - float(devices4["metrics_single"][
+    list(devices4["metric_names"]).index("loss")])) <= 1e-5
+  assert _max_diff(host["global_leaves"], devices4["step_single"]) <= 1e-5
+  # unreplicate: this process's copy, on one device, equal to the gathered values.
+  assert set(int(n) for n in host["local_devices"]) == {1}
+  assert _max_diff(host["local_leaves"], host["global_leaves"]) == 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -472,6 +518,22 @@ def test_check_batch_size_and_host_shard():
     sharding.mesh_for_config(len(jax.devices()) + 1, batch_size=8)
 
 
+def test_host_batch_slice_single_process():
+  from jaxjac import sharding
+
+  mesh = sharding.make_mesh(1)
+  assert sharding.host_batch_slice(8, mesh) == slice(0, 8)
+  with pytest.raises(ValueError, match="process_index` 1 has no device"):
+    sharding.host_batch_slice(8, mesh, process_index=1)
+  with pytest.raises(ValueError, match="global_batch_size"):
+    sharding.host_batch_slice(0, mesh)
+  x = np.arange(12.0).reshape(6, 2)
+  placed = sharding.shard_global_batch({"x": x}, mesh)
+  np.testing.assert_array_equal(np.asarray(placed["x"]), x)
+  with pytest.raises(ValueError, match="leading"):
+    sharding.shard_global_batch((x, x[:5]), mesh)
+
+
 def test_initialize_distributed_reads_environment():
   from jaxjac import sharding
 
@@ -491,76 +553,11 @@ def test_initialize_distributed_reads_environment():
                                              "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
 
 
-# Stated tolerances of bf16 compute against float32, relative: the penalty and its gradient.
-BF16_RTOL = 0.05
-BF16_GRAD_RTOL = 0.1
-
-
 def _init_variables(model):
   import jax
   import jax.numpy as jnp
 
   return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + IMAGE))
-
-
-def test_bf16_penalty_within_tolerance_of_f32():
-  import jax
-  import jax.numpy as jnp
-
-  import jaxjac
-  from jaxjac import sharding
-
-  model = _model()
-  variables = _init_variables(model)
-  x = jnp.asarray(_data(16)[0])
-  apply16 = sharding.mixed_precision(model.apply)
-
-  @jax.jit
-  def compare(variables, x):
-    out = {}
-    for name, fn in (("f32", model.apply), ("b16", apply16)):
-      for norm in ("frobenius", "l11"):
-        out[name, norm] = jaxjac.jacobian_penalty(fn, variables, x, norm=norm)
-      out[name, "grad"] = jax.grad(lambda v: jaxjac.jacobian_penalty(fn, v, x))(variables)
-    return out
-
-  out = compare(variables, x)
-  for norm in ("frobenius", "l11"):
-    f32, b16 = out["f32", norm], out["b16", norm]
-    assert b16.dtype == jnp.float32
-    rel = abs(float(b16) - float(f32)) / float(f32)
-    # bf16 really ran (it is not bit-equal) and stays within the stated tolerance.
-    assert 0.0 < rel < BF16_RTOL, (norm, rel)
-  # Gradients with respect to float32 params are float32 and close to the f32 ones.
-  g32, g16 = jax.tree.leaves(out["f32", "grad"]), jax.tree.leaves(out["b16", "grad"])
-  for a, b in zip(g32, g16, strict=True):
-    assert b.dtype == jnp.float32
-    assert float(jnp.linalg.norm(b - a)) <= BF16_GRAD_RTOL * float(jnp.linalg.norm(a))
-
-
-def test_mixed_precision_casts_only_floats():
-  import jax.numpy as jnp
-
-  from jaxjac import sharding
-
-  seen = {}
-
-  def apply_fn(params, x):
-    seen["w"], seen["n"], seen["x"] = params["w"].dtype, params["n"].dtype, x.dtype
-    return x @ params["w"]
-
-  params = {"w": jnp.full((3, 2), 1 + 2**-10, jnp.float32), "n": jnp.arange(3)}
-  out = sharding.mixed_precision(apply_fn)(params, jnp.ones((4, 3)))
-  assert (seen["w"], seen["x"], out.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
-  assert jnp.issubdtype(seen["n"], jnp.integer)
-  # 1 + 2^-10 rounds to 1 in bf16 (8 significant bits): 3.0, not float32's 3.0029296875.
-  np.testing.assert_array_equal(np.asarray(out), 3.0)
-  np.testing.assert_array_equal(np.asarray(apply_fn(params, jnp.ones((4, 3)))), 3.0029296875)
-  assert sharding.with_precision(apply_fn, "float32") is apply_fn
-  with pytest.raises(ValueError, match="precision"):
-    sharding.with_precision(apply_fn, "fp8")
-  with pytest.raises(TypeError, match="compute_dtype"):
-    sharding.mixed_precision(apply_fn, compute_dtype=jnp.int32)
 
 
 if __name__ == "__main__":
