@@ -81,7 +81,7 @@ def _minimal_train_step(state, batch, key):
     logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": k_drop})
     ce = jnp.mean(jaxjac.softmax_cross_entropy(logits, y))
     penalty = jaxjac.jacobian_penalty(
-        state.apply_fn, {"params": params}, x, key=k_proj, estimator="projection"
+      state.apply_fn, {"params": params}, x, key=k_proj, estimator="projection"
     )
     return ce + 0.5 * LAMBDA_JR * penalty, (ce, penalty)
 
@@ -108,8 +108,14 @@ def _setup():
       _SETUP["v"] = (_minimal_train_step, optax.sgd(0.1, momentum=0.9), "stand-in")
     else:
       reg = training.Regularizer(
-          weight_decay=1e-3, jr_lambda=LAMBDA_JR, igr_lambda=0.1, at_norm="linf", at_eps=0.1,
-          at_steps=2, at_step_size=0.05, at_weight=0.5,
+        weight_decay=1e-3,
+        jr_lambda=LAMBDA_JR,
+        igr_lambda=0.1,
+        at_norm="linf",
+        at_eps=0.1,
+        at_steps=2,
+        at_step_size=0.05,
+        at_weight=0.5,
       )
       tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
       _SETUP["v"] = (training.make_train_step(reg), tx, "jaxjac.training")
@@ -135,8 +141,7 @@ def _init_state(model):
     _INIT[model] = jax.jit(init)
   params, opt_state = _INIT[model](jax.random.key(0))
   return train_state.TrainState(
-      step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-      opt_state=opt_state
+    step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state
   )
 
 
@@ -196,8 +201,9 @@ def _worker_devices(out_path):
   res["metrics_single"] = [float(single[1][k]) for k in names]
   res["metrics_sharded"] = [float(sharded[1][k]) for k in names]
   res["state_spec"] = str(tuple(jax.tree.leaves(sharded[0].params)[0].sharding.spec))
-  change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params,
-                        _init_state(step_model).params)
+  change = jax.tree.map(
+    lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params, _init_state(step_model).params
+  )
   res["step_change"] = max(float(v) for v in jax.tree.leaves(change))
 
   # Reference for the two-host test: the 4-device step on the rows the two hosts feed.
@@ -211,7 +217,7 @@ def _worker_devices(out_path):
 
   def penalty(variables, x, key):
     values = jaxjac.jacobian_penalty_per_example(
-        model.apply, variables, x, key=key, estimator="projection", num_projections=2
+      model.apply, variables, x, key=key, estimator="projection", num_projections=2
     )
     return values, jnp.mean(values)
 
@@ -220,7 +226,7 @@ def _worker_devices(out_path):
   pen1 = sharding.shard_fn(penalty, mesh1, batch_argnums=(1,), out_shardings=outs)
   pen4 = sharding.shard_fn(penalty, mesh, batch_argnums=(1,), out_shardings=outs)
   (res["pen_mesh1"], res["mean_1"]), (res["pen_mesh4"], res["mean_4"]) = jax.device_get(
-      (pen1(variables, x, pk), pen4(variables, x, pk))
+    (pen1(variables, x, pk), pen4(variables, x, pk))
   )
   res["pen_spec"] = str(tuple(pen4(variables, x, pk)[0].sharding.spec))
   res["pen_other_key"] = np.asarray(pen1(variables, x, jax.random.key(8))[0])
@@ -238,8 +244,9 @@ def _worker_devices(out_path):
   res["pgd_spec"] = str(tuple(adv4.sharding.spec))
   res["pgd_shard_rows"] = [shard.data.shape[0] for shard in adv4.addressable_shards]
   # The step's gradient mean is an all-reduce over the 4 devices (data parallelism).
-  res["step_hlo_all_reduce"] = "all-reduce" in step.lower(
-      _init_state(step_model), (x, y), key).compile().as_text()
+  res["step_hlo_all_reduce"] = (
+    "all-reduce" in step.lower(_init_state(step_model), (x, y), key).compile().as_text()
+  )
 
   # Global batch placement and local copies on the 4-device mesh.
   gb = sharding.shard_global_batch((x, y), mesh)
@@ -327,14 +334,21 @@ def _worker_host(out_path):
   g_state, g_metrics = step(_init_state(_step_model()), global_batch, jax.random.key(42))
   local = sharding.unreplicate(g_state.params)
   if jax.process_index() == 0:
-    _save(out_path, {"part": [part.start, part.stop], "local": local_size,
-                     "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params),
-                     "rows": [[r.start, r.stop] for r in rows],
-                     "global_shape": list(global_batch[0].shape),
-                     "global_loss": float(g_metrics["loss"]),
-                     "global_leaves": jax.tree.leaves(sharding.gather(g_state.params)),
-                     "local_leaves": [np.asarray(v) for v in jax.tree.leaves(local)],
-                     "local_devices": [len(v.devices()) for v in jax.tree.leaves(local)]})
+    _save(
+      out_path,
+      {
+        "part": [part.start, part.stop],
+        "local": local_size,
+        "loss": float(metrics["loss"]),
+        "leaves": jax.tree.leaves(params),
+        "rows": [[r.start, r.stop] for r in rows],
+        "global_shape": list(global_batch[0].shape),
+        "global_loss": float(g_metrics["loss"]),
+        "global_leaves": jax.tree.leaves(sharding.gather(g_state.params)),
+        "local_leaves": [np.asarray(v) for v in jax.tree.leaves(local)],
+        "local_devices": [len(v.devices()) for v in jax.tree.leaves(local)],
+      },
+    )
 
 
 def _run_worker(mode, out_path, env_extra):
@@ -343,11 +357,11 @@ def _run_worker(mode, out_path, env_extra):
   env["JAX_PLATFORMS"] = "cpu"
   env.update(env_extra)
   return subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), mode, out_path],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
+    [sys.executable, os.path.abspath(__file__), mode, out_path],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
   )
 
 
@@ -377,8 +391,10 @@ def devices4():
 
 
 def _max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-             for u, v in zip(a, b, strict=True))
+  return max(
+    float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+    for u, v in zip(a, b, strict=True)
+  )
 
 
 def test_sharded_train_step_equals_single_device_step(devices4):
@@ -386,8 +402,10 @@ def test_sharded_train_step_equals_single_device_step(devices4):
   assert float(devices4["step_change"]) > 1e-3
   assert _max_diff(devices4["step_single"], devices4["step_sharded"]) <= 1e-5
   np.testing.assert_allclose(
-      np.asarray(devices4["metrics_sharded"]), np.asarray(devices4["metrics_single"]),
-      rtol=1e-5, atol=1e-6,
+    np.asarray(devices4["metrics_sharded"]),
+    np.asarray(devices4["metrics_single"]),
+    rtol=1e-5,
+    atol=1e-6,
   )
   assert str(devices4["state_spec"]) == "()"  # Replicated.
   assert bool(devices4["step_hlo_all_reduce"])
@@ -412,7 +430,7 @@ def test_projection_penalty_randomness_independent_of_device_count(devices4):
   assert str(devices4["pen_spec"]) == "('data',)"  # Really split over 4 devices.
   np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-6)
   assert abs(float(devices4["mean_4"]) - float(devices4["mean_1"])) <= 1e-6 * max(
-      1.0, abs(float(devices4["mean_1"]))
+    1.0, abs(float(devices4["mean_1"]))
   )
   # Another key gives other per-example draws, so the check above could fail.
   assert np.min(np.abs(devices4["pen_other_key"] - one) / one) > 1e-3
@@ -457,13 +475,17 @@ def test_two_hosts_equal_one_host(devices4):
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "host.npz")
     procs = [
-        _run_worker("host", path, {
-            "devices": 2,
-            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-            "JAX_NUM_PROCESSES": "2",
-            "JAX_PROCESS_ID": str(i),
-        })
-        for i in range(2)
+      _run_worker(
+        "host",
+        path,
+        {
+          "devices": 2,
+          "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+          "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(i),
+        },
+      )
+      for i in range(2)
     ]
     for p in procs:
       _finish(p)
@@ -475,8 +497,13 @@ def test_two_hosts_equal_one_host(devices4):
   # the single-device step on the whole batch.
   assert [list(r) for r in host["rows"]] == [[0, 4], [4, 8]]
   assert list(host["global_shape"]) == [BATCH, *IMAGE]
-  assert abs(float(host["global_loss"]) - float(devices4["metrics_single"][
-    list(devices4["metric_names"]).index("loss")])) <= 1e-5
+  assert (
+    abs(
+      float(host["global_loss"])
+      - float(devices4["metrics_single"][list(devices4["metric_names"]).index("loss")])
+    )
+    <= 1e-5
+  )
   assert _max_diff(host["global_leaves"], devices4["step_single"]) <= 1e-5
   # unreplicate: this process's copy, on one device, equal to the gathered values.
   assert set(int(n) for n in host["local_devices"]) == {1}
@@ -538,19 +565,26 @@ def test_initialize_distributed_reads_environment():
   from jaxjac import sharding
 
   assert sharding.initialize_distributed(environ={}) is False
-  assert sharding.initialize_distributed(environ={"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1",
-                                                  "SLURM_STEP_NODELIST": "n1"}) is False
+  assert (
+    sharding.initialize_distributed(
+      environ={"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}
+    )
+    is False
+  )
   with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS"):
     sharding.initialize_distributed(environ={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"})
   with pytest.raises(ValueError, match="JAX_PROCESS_ID"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "2"})
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}
+    )
   with pytest.raises(ValueError, match="JAX_PROCESS_ID must be in"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}
+    )
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}
+    )
 
 
 def _init_variables(model):

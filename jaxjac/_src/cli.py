@@ -65,8 +65,8 @@ class Args:
   """The parsed command line."""
 
   def __init__(self) -> None:
-    self.config: str | None = None
-    self.workdir: str | None = None
+    self.config = ""
+    self.workdir = ""
     self.resume = False
     self.traceback = False
     self.overrides: list[tuple[str, str]] = []  # (dotted field, raw value), in order.
@@ -168,7 +168,8 @@ def load_config(spec: str) -> Any:
   try:
     code = compile(source, path, "exec")
   except (SyntaxError, ValueError) as e:
-    line = f" at line {e.lineno}" if getattr(e, "lineno", None) else ""
+    lineno = getattr(e, "lineno", None)
+    line = f" at line {lineno}" if lineno else ""
     raise UsageError(f"{where}: not valid Python{line}: {getattr(e, 'msg', e)}.") from e
   try:
     exec(code, module.__dict__)  # noqa: S102 (running the user's config file is the point)
@@ -383,7 +384,7 @@ def run(argv: Sequence[str], *, program: str = "python -m jaxjac.train") -> int:
   except UsageError as e:
     return _error(str(e), EXIT_USAGE)
   show_traceback = show_traceback or args.traceback
-  step = [None]
+  step: list[int | None] = [None]
   try:
     # Before anything touches a device: join the other processes of a multi-host run.
     from jaxjac import sharding  # noqa: PLC0415

@@ -145,7 +145,7 @@ def shard_fn(
     return jitted_for(len(args))(*place(args))
 
   # Ahead-of-time compilation, as for a jitted function: `wrapped.lower(*args).compile()`.
-  wrapped.lower = lambda *args: jitted_for(len(args)).lower(*place(args))
+  wrapped.lower = lambda *args: jitted_for(len(args)).lower(*place(args))  # type: ignore[attr-defined]
   return wrapped
 
 
