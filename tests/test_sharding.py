@@ -561,6 +561,16 @@ def test_host_batch_slice_single_process():
     sharding.shard_global_batch((x, x[:5]), mesh)
 
 
+@pytest.mark.parametrize("name", ["host_data", "sharding"])
+def test_docstring_examples(name):
+  import doctest
+  import importlib
+
+  module = importlib.import_module(f"jaxjac._src.{name}")
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0
+
+
 def test_initialize_distributed_reads_environment():
   from jaxjac import sharding
 
