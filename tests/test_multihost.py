@@ -89,12 +89,17 @@ def _records(workdir):
 
 
 def _params(workdir, step=STEPS):
+  """The parameter leaves of a run's checkpoint at `step`, as NumPy, whatever devices saved it."""
+  import jax
   import orbax.checkpoint as ocp
 
   path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
-  restored = ocp.StandardCheckpointer().restore(path)
-  import jax
-
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(path)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  restored = checkpointer.restore(path, restore_args=as_numpy)
   return jax.tree.leaves(restored["params"])
 
 
