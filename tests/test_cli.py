@@ -64,6 +64,7 @@ def _write(path, text):
 
 # The cases that run as `python -m jaxjac.train` in a subprocess; the others run in process.
 SUBPROCESS = (
+  "help",
   "unknown_flag",
   "nested_typo",
   "missing_file",
@@ -108,6 +109,7 @@ def errors(tmp_path_factory):
   work = str(tmp / "work")
   a_file = _write(tmp / "a_file.txt", "not a directory\n")
   cases = {
+    "help": ["--help"],
     "no_flags": [],
     "unknown_flag": ["--config", tiny, "--wrokdir", work],
     "positional": ["--config", tiny, "--workdir", work, "extra"],
@@ -245,16 +247,10 @@ def test_traceback_on_request(errors):
     assert stderr.strip().splitlines()[-1].startswith("jaxjac.train: error: ")
 
 
-def test_help_exits_0():
-  proc = subprocess.run(
-    [sys.executable, "-m", "jaxjac.train", "--help"],
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
-    cwd=REPO_ROOT,
-  )
-  assert proc.returncode == 0 and "--config.FIELD=VALUE" in proc.stdout and not proc.stderr
+def test_help_exits_0(errors):
+  code, stdout, stderr = errors["help"]
+  assert code == 0 and "--config.FIELD=VALUE" in stdout and "JAX_COORDINATOR_ADDRESS" in stdout
+  assert not stderr
 
 
 # ----------------------------------------------------------------------------- in process
