@@ -1,4 +1,4 @@
-"""Data parallelism (jaxjac.sharding) and mixed precision.
+"""Data parallelism (jaxjac.sharding).
 
 The multi-device checks need several devices before JAX starts, so they run
 this file as a script in a subprocess with
@@ -81,7 +81,7 @@ def _minimal_train_step(state, batch, key):
     logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": k_drop})
     ce = jnp.mean(jaxjac.softmax_cross_entropy(logits, y))
     penalty = jaxjac.jacobian_penalty(
-        state.apply_fn, {"params": params}, x, key=k_proj, estimator="projection"
+      state.apply_fn, {"params": params}, x, key=k_proj, estimator="projection"
     )
     return ce + 0.5 * LAMBDA_JR * penalty, (ce, penalty)
 
@@ -108,8 +108,14 @@ def _setup():
       _SETUP["v"] = (_minimal_train_step, optax.sgd(0.1, momentum=0.9), "stand-in")
     else:
       reg = training.Regularizer(
-          weight_decay=1e-3, jr_lambda=LAMBDA_JR, igr_lambda=0.1, at_norm="linf", at_eps=0.1,
-          at_steps=2, at_step_size=0.05, at_weight=0.5,
+        weight_decay=1e-3,
+        jr_lambda=LAMBDA_JR,
+        igr_lambda=0.1,
+        at_norm="linf",
+        at_eps=0.1,
+        at_steps=2,
+        at_step_size=0.05,
+        at_weight=0.5,
       )
       tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
       _SETUP["v"] = (training.make_train_step(reg), tx, "jaxjac.training")
@@ -135,8 +141,7 @@ def _init_state(model):
     _INIT[model] = jax.jit(init)
   params, opt_state = _INIT[model](jax.random.key(0))
   return train_state.TrainState(
-      step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-      opt_state=opt_state
+    step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state
   )
 
 
@@ -196,8 +201,9 @@ def _worker_devices(out_path):
   res["metrics_single"] = [float(single[1][k]) for k in names]
   res["metrics_sharded"] = [float(sharded[1][k]) for k in names]
   res["state_spec"] = str(tuple(jax.tree.leaves(sharded[0].params)[0].sharding.spec))
-  change = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params,
-                        _init_state(step_model).params)
+  change = jax.tree.map(
+    lambda a, b: jnp.max(jnp.abs(a - b)), single[0].params, _init_state(step_model).params
+  )
   res["step_change"] = max(float(v) for v in jax.tree.leaves(change))
 
   # Reference for the two-host test: the 4-device step on the rows the two hosts feed.
@@ -211,7 +217,7 @@ def _worker_devices(out_path):
 
   def penalty(variables, x, key):
     values = jaxjac.jacobian_penalty_per_example(
-        model.apply, variables, x, key=key, estimator="projection", num_projections=2
+      model.apply, variables, x, key=key, estimator="projection", num_projections=2
     )
     return values, jnp.mean(values)
 
@@ -220,7 +226,7 @@ def _worker_devices(out_path):
   pen1 = sharding.shard_fn(penalty, mesh1, batch_argnums=(1,), out_shardings=outs)
   pen4 = sharding.shard_fn(penalty, mesh, batch_argnums=(1,), out_shardings=outs)
   (res["pen_mesh1"], res["mean_1"]), (res["pen_mesh4"], res["mean_4"]) = jax.device_get(
-      (pen1(variables, x, pk), pen4(variables, x, pk))
+    (pen1(variables, x, pk), pen4(variables, x, pk))
   )
   res["pen_spec"] = str(tuple(pen4(variables, x, pk)[0].sharding.spec))
   res["pen_other_key"] = np.asarray(pen1(variables, x, jax.random.key(8))[0])
@@ -238,8 +244,23 @@ def _worker_devices(out_path):
   res["pgd_spec"] = str(tuple(adv4.sharding.spec))
   res["pgd_shard_rows"] = [shard.data.shape[0] for shard in adv4.addressable_shards]
   # The step's gradient mean is an all-reduce over the 4 devices (data parallelism).
-  res["step_hlo_all_reduce"] = "all-reduce" in step.lower(
-      _init_state(step_model), (x, y), key).compile().as_text()
+  res["step_hlo_all_reduce"] = (
+    "all-reduce" in step.lower(_init_state(step_model), (x, y), key).compile().as_text()
+  )
+
+  # Global batch placement and local copies on the 4-device mesh.
+  gb = sharding.shard_global_batch((x, y), mesh)
+  res["global_batch_spec"] = str(tuple(gb[0].sharding.spec))
+  res["global_batch_equal"] = bool(np.array_equal(np.asarray(gb[0]), x))
+  res["global_batch_rows"] = [s.data.shape[0] for s in gb[0].addressable_shards]
+  local = sharding.unreplicate(sharded[0].params)
+  res["unreplicate_devices"] = sorted({len(v.devices()) for v in jax.tree.leaves(local)})
+  res["unreplicate_diff"] = _max_diff(jax.tree.leaves(local), res["step_sharded"])
+  try:
+    sharding.unreplicate({"adv": adv4})
+    res["unreplicate_error"] = ""
+  except ValueError as e:
+    res["unreplicate_error"] = str(e)
 
   # A batch that does not split over 4 devices.
   try:
@@ -300,14 +321,34 @@ def _worker_host(out_path):
   mesh = sharding.make_mesh()
   x, y = _data(3 * BATCH)  # Every host "loads" the same dataset ...
   part = sharding.host_shard(len(x))  # ... and keeps its contiguous share.
-  local = sharding.host_batch_size(BATCH, mesh)
-  xs, ys = x[part][:local], y[part][:local]
+  local_size = sharding.host_batch_size(BATCH, mesh)
+  xs, ys = x[part][:local_size], y[part][:local_size]
   step = sharding.shard_train_step(_setup()[0], mesh)
   state, metrics = step(_init_state(_step_model()), (xs, ys), jax.random.key(42))
   params = sharding.gather(state.params)
+  # Every process holds the same global batch and sends only its rows: the result must equal
+  # the single-process step on that batch.
+  gx, gy = _data()
+  rows = [sharding.host_batch_slice(BATCH, mesh, process_index=i) for i in range(2)]
+  global_batch = sharding.shard_global_batch((gx, gy), mesh)
+  g_state, g_metrics = step(_init_state(_step_model()), global_batch, jax.random.key(42))
+  local = sharding.unreplicate(g_state.params)
   if jax.process_index() == 0:
-    _save(out_path, {"part": [part.start, part.stop], "local": local,
-                     "loss": float(metrics["loss"]), "leaves": jax.tree.leaves(params)})
+    _save(
+      out_path,
+      {
+        "part": [part.start, part.stop],
+        "local": local_size,
+        "loss": float(metrics["loss"]),
+        "leaves": jax.tree.leaves(params),
+        "rows": [[r.start, r.stop] for r in rows],
+        "global_shape": list(global_batch[0].shape),
+        "global_loss": float(g_metrics["loss"]),
+        "global_leaves": jax.tree.leaves(sharding.gather(g_state.params)),
+        "local_leaves": [np.asarray(v) for v in jax.tree.leaves(local)],
+        "local_devices": [len(v.devices()) for v in jax.tree.leaves(local)],
+      },
+    )
 
 
 def _run_worker(mode, out_path, env_extra):
@@ -316,11 +357,11 @@ def _run_worker(mode, out_path, env_extra):
   env["JAX_PLATFORMS"] = "cpu"
   env.update(env_extra)
   return subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), mode, out_path],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
+    [sys.executable, os.path.abspath(__file__), mode, out_path],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
   )
 
 
@@ -350,8 +391,10 @@ def devices4():
 
 
 def _max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-             for u, v in zip(a, b, strict=True))
+  return max(
+    float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+    for u, v in zip(a, b, strict=True)
+  )
 
 
 def test_sharded_train_step_equals_single_device_step(devices4):
@@ -359,8 +402,10 @@ def test_sharded_train_step_equals_single_device_step(devices4):
   assert float(devices4["step_change"]) > 1e-3
   assert _max_diff(devices4["step_single"], devices4["step_sharded"]) <= 1e-5
   np.testing.assert_allclose(
-      np.asarray(devices4["metrics_sharded"]), np.asarray(devices4["metrics_single"]),
-      rtol=1e-5, atol=1e-6,
+    np.asarray(devices4["metrics_sharded"]),
+    np.asarray(devices4["metrics_single"]),
+    rtol=1e-5,
+    atol=1e-6,
   )
   assert str(devices4["state_spec"]) == "()"  # Replicated.
   assert bool(devices4["step_hlo_all_reduce"])
@@ -385,7 +430,7 @@ def test_projection_penalty_randomness_independent_of_device_count(devices4):
   assert str(devices4["pen_spec"]) == "('data',)"  # Really split over 4 devices.
   np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-6)
   assert abs(float(devices4["mean_4"]) - float(devices4["mean_1"])) <= 1e-6 * max(
-      1.0, abs(float(devices4["mean_1"]))
+    1.0, abs(float(devices4["mean_1"]))
   )
   # Another key gives other per-example draws, so the check above could fail.
   assert np.min(np.abs(devices4["pen_other_key"] - one) / one) > 1e-3
@@ -398,6 +443,15 @@ def test_sharded_pgd_gives_the_same_adversarial_examples(devices4):
   x, _ = _data()
   assert float(np.max(np.abs(single - x))) > 0.05  # The attack moved the inputs.
   np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-6)
+
+
+def test_global_batch_and_unreplicate_on_four_devices(devices4):
+  assert str(devices4["global_batch_spec"]) == "('data',)"
+  assert bool(devices4["global_batch_equal"])
+  assert [int(n) for n in devices4["global_batch_rows"]] == [BATCH // NUM_DEVICES] * NUM_DEVICES
+  assert [int(n) for n in devices4["unreplicate_devices"]] == [1]
+  assert float(devices4["unreplicate_diff"]) == 0.0
+  assert "`tree['adv']` is not replicated" in str(devices4["unreplicate_error"])
 
 
 def test_batch_not_multiple_of_devices_raises(devices4):
@@ -421,13 +475,17 @@ def test_two_hosts_equal_one_host(devices4):
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "host.npz")
     procs = [
-        _run_worker("host", path, {
-            "devices": 2,
-            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-            "JAX_NUM_PROCESSES": "2",
-            "JAX_PROCESS_ID": str(i),
-        })
-        for i in range(2)
+      _run_worker(
+        "host",
+        path,
+        {
+          "devices": 2,
+          "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+          "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(i),
+        },
+      )
+      for i in range(2)
     ]
     for p in procs:
       _finish(p)
@@ -435,6 +493,21 @@ def test_two_hosts_equal_one_host(devices4):
   assert list(host["part"]) == [0, 12] and int(host["local"]) == 4
   assert abs(float(host["loss"]) - float(devices4["host_ref_loss"])) <= 1e-5
   assert _max_diff(host["leaves"], devices4["host_ref_leaves"]) <= 1e-5
+  # The global-batch path: process 0 sends rows 0..3, process 1 rows 4..7, and the step equals
+  # the single-device step on the whole batch.
+  assert [list(r) for r in host["rows"]] == [[0, 4], [4, 8]]
+  assert list(host["global_shape"]) == [BATCH, *IMAGE]
+  assert (
+    abs(
+      float(host["global_loss"])
+      - float(devices4["metrics_single"][list(devices4["metric_names"]).index("loss")])
+    )
+    <= 1e-5
+  )
+  assert _max_diff(host["global_leaves"], devices4["step_single"]) <= 1e-5
+  # unreplicate: this process's copy, on one device, equal to the gathered values.
+  assert set(int(n) for n in host["local_devices"]) == {1}
+  assert _max_diff(host["local_leaves"], host["global_leaves"]) == 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -472,28 +545,56 @@ def test_check_batch_size_and_host_shard():
     sharding.mesh_for_config(len(jax.devices()) + 1, batch_size=8)
 
 
+def test_host_batch_slice_single_process():
+  from jaxjac import sharding
+
+  mesh = sharding.make_mesh(1)
+  assert sharding.host_batch_slice(8, mesh) == slice(0, 8)
+  with pytest.raises(ValueError, match="process_index` 1 has no device"):
+    sharding.host_batch_slice(8, mesh, process_index=1)
+  with pytest.raises(ValueError, match="global_batch_size"):
+    sharding.host_batch_slice(0, mesh)
+  x = np.arange(12.0).reshape(6, 2)
+  placed = sharding.shard_global_batch({"x": x}, mesh)
+  np.testing.assert_array_equal(np.asarray(placed["x"]), x)
+  with pytest.raises(ValueError, match="leading"):
+    sharding.shard_global_batch((x, x[:5]), mesh)
+
+
+@pytest.mark.parametrize("name", ["host_data", "sharding"])
+def test_docstring_examples(name):
+  import doctest
+  import importlib
+
+  module = importlib.import_module(f"jaxjac._src.{name}")
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0
+
+
 def test_initialize_distributed_reads_environment():
   from jaxjac import sharding
 
   assert sharding.initialize_distributed(environ={}) is False
-  assert sharding.initialize_distributed(environ={"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1",
-                                                  "SLURM_STEP_NODELIST": "n1"}) is False
+  assert (
+    sharding.initialize_distributed(
+      environ={"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}
+    )
+    is False
+  )
   with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS"):
     sharding.initialize_distributed(environ={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"})
   with pytest.raises(ValueError, match="JAX_PROCESS_ID"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "2"})
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}
+    )
   with pytest.raises(ValueError, match="JAX_PROCESS_ID must be in"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}
+    )
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer"):
-    sharding.initialize_distributed(environ={"JAX_COORDINATOR_ADDRESS": "h:1",
-                                             "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
-
-
-# Stated tolerances of bf16 compute against float32, relative: the penalty and its gradient.
-BF16_RTOL = 0.05
-BF16_GRAD_RTOL = 0.1
+    sharding.initialize_distributed(
+      environ={"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}
+    )
 
 
 def _init_variables(model):
@@ -501,66 +602,6 @@ def _init_variables(model):
   import jax.numpy as jnp
 
   return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + IMAGE))
-
-
-def test_bf16_penalty_within_tolerance_of_f32():
-  import jax
-  import jax.numpy as jnp
-
-  import jaxjac
-  from jaxjac import sharding
-
-  model = _model()
-  variables = _init_variables(model)
-  x = jnp.asarray(_data(16)[0])
-  apply16 = sharding.mixed_precision(model.apply)
-
-  @jax.jit
-  def compare(variables, x):
-    out = {}
-    for name, fn in (("f32", model.apply), ("b16", apply16)):
-      for norm in ("frobenius", "l11"):
-        out[name, norm] = jaxjac.jacobian_penalty(fn, variables, x, norm=norm)
-      out[name, "grad"] = jax.grad(lambda v: jaxjac.jacobian_penalty(fn, v, x))(variables)
-    return out
-
-  out = compare(variables, x)
-  for norm in ("frobenius", "l11"):
-    f32, b16 = out["f32", norm], out["b16", norm]
-    assert b16.dtype == jnp.float32
-    rel = abs(float(b16) - float(f32)) / float(f32)
-    # bf16 really ran (it is not bit-equal) and stays within the stated tolerance.
-    assert 0.0 < rel < BF16_RTOL, (norm, rel)
-  # Gradients with respect to float32 params are float32 and close to the f32 ones.
-  g32, g16 = jax.tree.leaves(out["f32", "grad"]), jax.tree.leaves(out["b16", "grad"])
-  for a, b in zip(g32, g16, strict=True):
-    assert b.dtype == jnp.float32
-    assert float(jnp.linalg.norm(b - a)) <= BF16_GRAD_RTOL * float(jnp.linalg.norm(a))
-
-
-def test_mixed_precision_casts_only_floats():
-  import jax.numpy as jnp
-
-  from jaxjac import sharding
-
-  seen = {}
-
-  def apply_fn(params, x):
-    seen["w"], seen["n"], seen["x"] = params["w"].dtype, params["n"].dtype, x.dtype
-    return x @ params["w"]
-
-  params = {"w": jnp.full((3, 2), 1 + 2**-10, jnp.float32), "n": jnp.arange(3)}
-  out = sharding.mixed_precision(apply_fn)(params, jnp.ones((4, 3)))
-  assert (seen["w"], seen["x"], out.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
-  assert jnp.issubdtype(seen["n"], jnp.integer)
-  # 1 + 2^-10 rounds to 1 in bf16 (8 significant bits): 3.0, not float32's 3.0029296875.
-  np.testing.assert_array_equal(np.asarray(out), 3.0)
-  np.testing.assert_array_equal(np.asarray(apply_fn(params, jnp.ones((4, 3)))), 3.0029296875)
-  assert sharding.with_precision(apply_fn, "float32") is apply_fn
-  with pytest.raises(ValueError, match="precision"):
-    sharding.with_precision(apply_fn, "fp8")
-  with pytest.raises(TypeError, match="compute_dtype"):
-    sharding.mixed_precision(apply_fn, compute_dtype=jnp.int32)
 
 
 if __name__ == "__main__":
