@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 from jaxjac._src.attacks import core, validation
 
 D, H, C, B = 12, 16, 5, 24
