@@ -3,14 +3,12 @@
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from jaxjac import attacks
-  >>> def apply_fn(w, x):  # a linear model with two classes
-  ...   return x @ w
-  >>> w = jnp.array([[1.0, -1.0], [0.0, 0.0]])
-  >>> x, y = jnp.array([[0.5, 0.5]]), jnp.array([0])
-  >>> x_adv = attacks.pgd(apply_fn, w, x, y, eps=0.3, norm="linf", steps=40,
+  >>> logits_fn = lambda w, x: x @ w  # three classes, z = x
+  >>> x, y = jnp.full((2, 3), 0.5), jnp.array([0, 1])
+  >>> x_adv = attacks.pgd(logits_fn, jnp.eye(3), x, y, eps=0.3, norm="linf", steps=40,
   ...                     key=jax.random.key(0))
-  >>> x_adv.shape
-  (1, 2)
+  >>> jnp.argmax(logits_fn(jnp.eye(3), x_adv), axis=1) != y  # both broken
+  Array([ True,  True], dtype=bool)
 
 The losses, the norm geometry, how the returned point is chosen and the
 checked mode under ``jax.jit`` are described in the modules of

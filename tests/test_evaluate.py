@@ -56,7 +56,8 @@ def linear_report():
     warnings.simplefilter("always")
     report = jaxjac.evaluate(
         linear_apply, params, x, y, key=jax.random.key(1), suite="fast", attacks=SPECS,
-        noise_stds=STDS, batch_size=64, bounds=INF_BOX, large_eps={"linf": 10.0, "l2": 100.0}, progress=False,
+        noise_stds=STDS, batch_size=64, bounds=INF_BOX, large_eps={"linf": 10.0, "l2": 100.0},
+        progress=False,
     )  # fmt: skip
   return report, caught, (params, x, y, margin, w_diff)
 

@@ -259,8 +259,8 @@ def apgd(
     >>> x, y = jnp.array([[0.6, 0.4]]), jnp.array([0])
     >>> x_adv = attacks.apgd(apply_fn, w, x, y, eps=0.2, norm="linf", steps=10,
     ...                      key=jax.random.key(0))
-    >>> x_adv.round(4)  # the corner x + eps (-1, 1), where z_1 - z_0 = 0.4
-    Array([[0.4, 0.6]], dtype=float32)
+    >>> [round(float(v), 4) for v in x_adv[0]]  # the corner x + eps (-1, 1): z_1 - z_0 = 0.4
+    [0.4, 0.6]
 
   References:
     Croce, Hein. Reliable evaluation of adversarial robustness with an
@@ -327,19 +327,18 @@ def apgd_targeted(
     checked: under ``jax.jit``, stage the value checks with ``checkify``.
 
   Returns:
-    ``x_adv`` with ``x``'s shape, inside the ball and the box.
+    ``x_adv``: per example the point of the first target that broke it (else
+    of the first target), inside the ball and the box.
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxjac import attacks
-    >>> def apply_fn(w, x):
-    ...   return x @ w
-    >>> w = jnp.eye(4)
+    >>> from jaxjac.attacks import apgd_targeted
+    >>> identity_logits = lambda w, x: x @ w  # z = x: class 1 is the runner-up
     >>> x, y = jnp.array([[0.6, 0.5, 0.2, 0.1]]), jnp.array([0])
-    >>> x_adv = attacks.apgd_targeted(apply_fn, w, x, y, eps=0.1, norm="linf",
-    ...                               key=jax.random.key(0), steps=10, num_targets=3)
-    >>> int(jnp.argmax(apply_fn(w, x_adv), axis=1)[0])
-    1
+    >>> x_adv = apgd_targeted(identity_logits, jnp.eye(4), x, y, eps=0.1, norm="linf",
+    ...                       key=jax.random.key(0), steps=10, num_targets=3)
+    >>> jnp.argmax(identity_logits(jnp.eye(4), x_adv), axis=1)
+    Array([1], dtype=int32)
 
   References:
     Croce, Hein. Reliable evaluation of adversarial robustness with an

@@ -83,6 +83,12 @@ class AttackSpec(NamedTuple):
   queries: int | None = None
 
 
+def _per_norm(linf_eps, l2_eps, make) -> tuple[AttackSpec, ...]:
+  """``make(norm, eps)``'s specs for each norm with a non-empty tuple of radii."""
+  radii = (("linf", tuple(float(e) for e in linf_eps)), ("l2", tuple(float(e) for e in l2_eps)))
+  return tuple(spec for norm, eps in radii if eps for spec in make(norm, eps))
+
+
 def standard_attacks(
   *,
   linf_eps: Sequence[float] = (0.1, 0.2, 0.3),
@@ -99,18 +105,18 @@ def standard_attacks(
     queries: Square's query budget.
 
   Returns:
-    The specs, in the order the cascade runs them.
+    The specs, per norm in the order the cascade runs them.
   """
-  specs: list[AttackSpec] = []
-  for norm, eps in (("linf", tuple(linf_eps)), ("l2", tuple(l2_eps))):
-    if eps:
-      specs += [
-        AttackSpec(f"apgd-ce-{norm}", "apgd", norm, eps, steps, loss="ce"),
-        AttackSpec(f"apgd-t-{norm}", "apgd-t", norm, eps, steps, num_targets=9),
-        AttackSpec(f"fab-t-{norm}", "fab-t", norm, eps, steps, num_targets=9),
-        AttackSpec(f"square-{norm}", "square", norm, eps, queries=queries),
-      ]
-  return tuple(specs)
+  return _per_norm(
+    linf_eps,
+    l2_eps,
+    lambda norm, eps: (
+      AttackSpec(f"apgd-ce-{norm}", "apgd", norm, eps, steps, loss="ce"),
+      AttackSpec(f"apgd-t-{norm}", "apgd-t", norm, eps, steps, num_targets=9),
+      AttackSpec(f"fab-t-{norm}", "fab-t", norm, eps, steps, num_targets=9),
+      AttackSpec(f"square-{norm}", "square", norm, eps, queries=queries),
+    ),
+  )
 
 
 def fast_attacks(
@@ -129,19 +135,19 @@ def fast_attacks(
     restarts: random restarts of PGD and APGD.
 
   Returns:
-    The specs.
+    Five specs per norm with radii.
   """
-  specs: list[AttackSpec] = []
-  for norm, eps in (("linf", tuple(linf_eps)), ("l2", tuple(l2_eps))):
-    if eps:
-      specs += [
-        AttackSpec(f"fgsm-{norm}", "fgsm", norm, eps, steps=1),
-        AttackSpec(f"pgd{steps}-ce-{norm}", "pgd", norm, eps, steps, restarts, "ce"),
-        AttackSpec(f"pgd{steps}-margin-{norm}", "pgd", norm, eps, steps, restarts, "margin"),
-        AttackSpec(f"apgd{steps}-ce-{norm}", "apgd", norm, eps, steps, restarts, "ce"),
-        AttackSpec(f"apgd{steps}-dlr-{norm}", "apgd", norm, eps, steps, restarts, "dlr"),
-      ]
-  return tuple(specs)
+  return _per_norm(
+    linf_eps,
+    l2_eps,
+    lambda norm, eps: (
+      AttackSpec(f"fgsm-{norm}", "fgsm", norm, eps, steps=1),
+      AttackSpec(f"pgd{steps}-ce-{norm}", "pgd", norm, eps, steps, restarts, "ce"),
+      AttackSpec(f"pgd{steps}-margin-{norm}", "pgd", norm, eps, steps, restarts, "margin"),
+      AttackSpec(f"apgd{steps}-ce-{norm}", "apgd", norm, eps, steps, restarts, "ce"),
+      AttackSpec(f"apgd{steps}-dlr-{norm}", "apgd", norm, eps, steps, restarts, "dlr"),
+    ),
+  )
 
 
 SUITE_ATTACKS = {"standard": standard_attacks, "fast": fast_attacks}
