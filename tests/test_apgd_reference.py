@@ -123,8 +123,8 @@ def reference_apgd(p, x, y, x_start, *, eps, norm, n_iter, loss):
     ("linf", 0.1, 50, "ce"),
     ("linf", 0.1, 100, "ce"),
     ("l2", 0.8, 50, "ce"),
-    ("l2", 0.8, 100, "ce"),
-    ("linf", 0.1, 100, "dlr"),
+    pytest.param("l2", 0.8, 100, "ce", marks=pytest.mark.slow),
+    pytest.param("linf", 0.1, 100, "dlr", marks=pytest.mark.slow),
   ],
 )
 def test_apgd_matches_reference_trace(norm, eps, steps, loss):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxjac
-from jaxjac._src.robustness import registry
+from jaxjac._src.robustness import registry, sanity
 from jaxjac.robustness import AttackSpec, GradientMaskingWarning, standard_attacks
 
 INF_BOX = (-math.inf, math.inf)
@@ -75,10 +75,10 @@ def test_worst_case_per_radius_with_different_grids_no_false_warning():
   # A strong attack at eps 0.1 and 0.3 and a weak one (random start only) at 0.2: the
   # worst case at 0.2 is the weak attack's alone and lies above the one at 0.1. That is
   # not a rise of a worst case over nested attack sets: no GradientMaskingWarning.
-  params, x, y = problem(classes=2, d=10, n=200)
+  params, x, y = problem(classes=2, d=10, n=120)
   x = 4 * (x - 0.5)
   specs = (
-    AttackSpec("pgd-margin", "pgd", "linf", (0.1, 0.3), steps=10, loss="margin"),
+    AttackSpec("pgd-margin", "pgd", "linf", (0.1, 0.3), steps=3, loss="margin"),
     AttackSpec("noise", "pgd", "linf", (0.2,), steps=1, relative_step=0.0),
   )
   with warnings.catch_warnings():
@@ -180,30 +180,42 @@ def test_fast_suite_runs_each_attack_on_all_clean_examples(monkeypatch):
   assert report["worst_case"]["linf"]["accuracy"][0] == pytest.approx(1 - (a | b).mean())
 
 
-def _sanity(apply_fn, params, x, y, specs, monkeypatch=None, **kw):
-  with pytest.warns(GradientMaskingWarning) as caught:
-    report = jaxjac.evaluate(
-        apply_fn, params, x, y, key=jax.random.key(2), suite="fast", attacks=specs,
-        noise_stds=(), progress=False, **kw,
-    )  # fmt: skip
-  return report, " ".join(str(w.message) for w in caught)
-
-
 SMALL = (AttackSpec("pgd", "pgd", "linf", (0.05, 0.1), steps=5),)
 
 
-def test_sanity_flags_randomized_model():
+@pytest.mark.parametrize(
+  "apply_fn,field,value,message",
+  [
+    (linear_apply, None, None, None),
+    (noisy_apply, "max_output_change", lambda v: v > 0, "randomized model"),
+    (softmax_apply, "probability_rows", lambda v: v == 1.0, "look like probabilities"),
+    (masked_apply, "zero_gradient_fraction", lambda v: v == 1.0, "zero input gradients at 100.0%"),
+  ],
+)
+def test_model_checks_flag_the_model_built_to_trip_them(apply_fn, field, value, message):
   params, x, y = problem(n=32)
-  report, msg = _sanity(noisy_apply, params, x, y, SMALL)
-  assert report["sanity"]["model"]["max_output_change"] > 0
-  assert "randomized model" in msg
+  found = sanity.model_checks(apply_fn, params, jnp.asarray(x), jnp.asarray(y))
+  report = sanity.sanity_report({}, {}, {}, model=found)
+  if field is None:  # The plain linear model passes every check.
+    assert found == {
+      "max_output_change": 0.0,
+      "probability_rows": 0.0,
+      "zero_gradient_fraction": 0.0,
+    }
+    assert report["passed"]
+  else:
+    assert value(found[field]), found
+    assert len(report["warnings"]) == 1 and message in report["warnings"][0]
 
 
-def test_sanity_flags_probability_outputs():
+def test_evaluate_reports_model_checks():
   params, x, y = problem(n=32)
-  report, msg = _sanity(softmax_apply, params, x, y, SMALL)
+  with pytest.warns(GradientMaskingWarning, match="look like probabilities"):
+    report = jaxjac.evaluate(
+        softmax_apply, params, x, y, key=jax.random.key(2), suite="fast", attacks=SMALL,
+        noise_stds=(), progress=False,
+    )  # fmt: skip
   assert report["sanity"]["model"]["probability_rows"] == 1.0
-  assert "look like probabilities" in msg
 
 
 def test_sanity_flags_zero_gradients_and_gradient_free_win(monkeypatch):
@@ -212,7 +224,12 @@ def test_sanity_flags_zero_gradients_and_gradient_free_win(monkeypatch):
   params, x, y = problem(n=48)
   monkeypatch.setitem(registry.RUNNERS, "square", registry.Runner(closed_form_attack, True))
   specs = SMALL + (AttackSpec("square", "square", "linf", (0.05, 0.1), queries=10),)
-  report, msg = _sanity(masked_apply, params, x, y, specs)
+  with pytest.warns(GradientMaskingWarning) as caught:
+    report = jaxjac.evaluate(
+        masked_apply, params, x, y, key=jax.random.key(2), suite="fast", attacks=specs,
+        noise_stds=(), progress=False,
+    )  # fmt: skip
+  msg = " ".join(str(w.message) for w in caught)
   assert report["sanity"]["model"]["zero_gradient_fraction"] == 1.0
   assert "zero input gradients at 100.0%" in msg
   free = report["sanity"]["runs"]["linf"]["gradient_free"]
