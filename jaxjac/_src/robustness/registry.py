@@ -64,6 +64,16 @@ def _external(module: str, name: str) -> Callable[..., Any]:
     ) from e
 
 
+_EXTERNAL = {"fab-t": ("jaxjac._src.fab", "fab"), "square": ("jaxjac._src.square", "square")}
+
+
+def require(methods: Any) -> None:
+  """Imports the modules of the external methods among ``methods`` now, not mid-evaluation."""
+  for method in dict.fromkeys(methods):
+    if method in _EXTERNAL and RUNNERS[method].run in (_fab_t, _square):
+      _external(*_EXTERNAL[method])
+
+
 def _fab_t(spec: AttackSpec, eps, apply_fn, params, x, y, *, key, bounds):
   fab = _external("jaxjac._src.fab", "fab")
   return fab(
