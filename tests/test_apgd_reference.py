@@ -73,15 +73,19 @@ def _project(x, x1, eps, norm):
   return np.clip(x + _normalize(x1 - x) * np.minimum(eps, size), 0.0, 1.0)
 
 
-def reference_apgd(p, x, y, x_start, *, eps, norm, n_iter, loss):
-  """The port; returns the iterates, losses and steps per iteration and the best point."""
+def reference_apgd(p, x, y, x_start, *, eps, norm, n_iter, loss, first="start"):
+  """The port; returns the iterates, losses and steps per iteration and the best point.
+
+  ``first="unfilled"`` reproduces the reference code exactly: at the first
+  checkpoint the first iterate's loss is compared with 0 (an unfilled slot).
+  """
   n_iter_2, n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1)
   size_decr = max(int(0.03 * n_iter), 1)
   x_adv = np.clip(x_start, 0.0, 1.0)
   loss_indiv, grad = _loss_and_grad(p, x_adv, y, loss)
   x_best, grad_best, loss_best = x_adv.copy(), grad.copy(), loss_indiv.copy()
   # history[0] is the loss at the start, history[i + 1] the loss of iteration i.
-  history = [loss_indiv.copy()]
+  history = [loss_indiv.copy() if first == "start" else np.zeros_like(loss_indiv)]
   step_size = 2.0 * eps * np.ones((len(y), 1))
   x_adv_old = x_adv.copy()
   k, counter3 = n_iter_2, 0
@@ -117,20 +121,8 @@ def reference_apgd(p, x, y, x_start, *, eps, norm, n_iter, loss):
   return {k: np.stack(v) for k, v in trace.items()}, x_best, loss_best
 
 
-@pytest.mark.parametrize(
-  "norm,eps,steps,loss",
-  [
-    ("linf", 0.1, 50, "ce"),
-    ("linf", 0.1, 100, "ce"),
-    ("l2", 0.8, 50, "ce"),
-    pytest.param("l2", 0.8, 100, "ce", marks=pytest.mark.slow),
-    pytest.param("linf", 0.1, 100, "dlr", marks=pytest.mark.slow),
-  ],
-)
-def test_apgd_matches_reference_trace(norm, eps, steps, loss):
-  # Not l_2 with DLR here: once the true class ranks third the DLR loss is
-  # 1 - 1e-12 / (z_pi1 - z_y), its gradient is rounding noise and the l_2
-  # direction g / ||g|| of that noise differs between any two implementations.
+def _run_ours(norm, eps, steps, loss):
+  """Our APGD's trace in float64, the inputs, and the random start it drew."""
   rng = np.random.default_rng(0)
   p = _params(rng)
   x = rng.uniform(size=(B, D))
@@ -154,6 +146,25 @@ def test_apgd_matches_reference_trace(norm, eps, steps, loss):
       start = x + eps * t / (np.abs(t).max(axis=1, keepdims=True) + 1e-12)
     else:
       start = x + eps * _normalize(np.asarray(jax.random.normal(k0, x.shape, jnp.float64)))
+  return p, x, y, start, ours
+
+
+@pytest.mark.parametrize(
+  "norm,eps,steps,loss",
+  [
+    ("linf", 0.1, 50, "ce"),
+    ("linf", 0.1, 100, "ce"),
+    ("l2", 0.8, 50, "ce"),
+    pytest.param("l2", 0.8, 100, "ce", marks=pytest.mark.slow),
+    pytest.param("linf", 0.1, 100, "dlr", marks=pytest.mark.slow),
+    ("linf", 0.1, 5, "dlr"),  # small N: the first checkpoint comes after one step
+  ],
+)
+def test_apgd_matches_reference_trace(norm, eps, steps, loss):
+  # Not l_2 with DLR here: once the true class ranks third the DLR loss is
+  # 1 - 1e-12 / (z_pi1 - z_y), its gradient is rounding noise and the l_2
+  # direction g / ||g|| of that noise differs between any two implementations.
+  p, x, y, start, ours = _run_ours(norm, eps, steps, loss)
   assert ours["x"].dtype == np.float64
   ref, x_best, loss_best = reference_apgd(p, x, y, start, eps=eps, norm=norm, n_iter=steps,
                                           loss=loss)  # fmt: skip
@@ -164,3 +175,16 @@ def test_apgd_matches_reference_trace(norm, eps, steps, loss):
   np.testing.assert_allclose(ours["loss_max"], loss_best, rtol=1e-10, atol=1e-10)
   # The trace is not trivial: the step was halved for some examples and the loss rose.
   assert np.any(ref["step"][-1] < 2 * eps) and np.all(loss_best > ref["loss"][0] - 1e-12)
+
+
+def test_first_checkpoint_rule_is_observable():
+  # With N = 5 the first checkpoint follows one step. The reference code's comparison with an
+  # unfilled slot (0) halves the step of every correctly classified example under DLR (loss
+  # < 0, never counted as a rise); the paper's rule, kept here, halves it only where the
+  # first step did not raise the loss. The two schedules differ, and ours is the paper's.
+  p, x, y, start, ours = _run_ours("linf", 0.1, 5, "dlr")
+  kw = dict(eps=0.1, norm="linf", n_iter=5, loss="dlr")
+  paper, _, _ = reference_apgd(p, x, y, start, **kw)
+  unfilled, _, _ = reference_apgd(p, x, y, start, first="unfilled", **kw)
+  np.testing.assert_allclose(ours["step"], paper["step"], rtol=1e-12, atol=0)
+  assert np.any(ours["step"][1] != unfilled["step"][1])
