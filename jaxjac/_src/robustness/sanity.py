@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxjac._src.jacobian import ApplyFn, Params
 from jaxjac._src.robustness.specs import AttackSpec
 
 # A gradient-free attack may beat the white-box ones by this fraction of all
@@ -88,7 +89,7 @@ def _ce_input_grad(apply_fn, params, x, y):
   return jax.grad(loss)(x)
 
 
-def model_checks(apply_fn: Any, params: Any, x: jax.Array, y: jax.Array) -> dict[str, Any]:
+def model_checks(apply_fn: ApplyFn, params: Params, x: jax.Array, y: jax.Array) -> dict[str, Any]:
   """Checks 4 to 6 on one batch: randomness, probability outputs, zero gradients.
 
   Args:
