@@ -9,8 +9,10 @@ For the MLP and LeNet' (``jaxjac.models``, untrained weights, random inputs in
 * ``fwd_bwd_params``: one forward+backward pass for the parameter gradient
   (a training step without the optimizer);
 * ``pgd10`` and ``pgd40``: ``jaxjac.attacks.pgd`` (l_inf, eps = 0.3, CE,
-  random start), and ``apgd40``: ``jaxjac.attacks.apgd`` (CE), through the
-  public functions, input validation included.
+  random start), ``apgd40``: ``jaxjac.attacks.apgd`` (CE) and ``apgd_t40``:
+  ``jaxjac.attacks.apgd_targeted`` (targeted DLR, 9 target classes, 40 steps
+  each; reported relative to ``apgd40``, ideally about 9x), through the public
+  functions, input validation included.
 
 The configurations are timed interleaved (round robin, one call each per
 round) so that all see the same machine load; times are medians after a
@@ -86,6 +88,8 @@ def bench_model(name: str, batch: int, reps: int) -> dict:
       "pgd40": pgd(40),
       "apgd40": lambda: attacks.apgd(apply_fn, variables, x, y, eps=0.3, norm="linf", steps=40,
                                      key=key),
+      "apgd_t40": lambda: attacks.apgd_targeted(apply_fn, variables, x, y, eps=0.3, norm="linf",
+                                                steps=40, num_targets=9, key=key),
   }  # fmt: skip
   first = {}
   for k, fn in configs.items():
@@ -112,6 +116,8 @@ def bench_model(name: str, batch: int, reps: int) -> dict:
     "pgd40_over_40_fwd_bwd_input": med["pgd40"] / (40 * med["fwd_bwd_input"]),
     "pgd40_examples_per_s": batch / med["pgd40"],
     "apgd40_examples_per_s": batch / med["apgd40"],
+    # APGD-T runs APGD once per target class: about 9x APGD (plus one forward per target).
+    "apgd_t40_over_apgd40": med["apgd_t40"] / med["apgd40"],
   }
 
 
@@ -142,7 +148,9 @@ def main(argv=None):
       f"PGD step {1e3 * r['pgd_step_s']:.1f} ms "
       f"({r['pgd_step_over_fwd_bwd_input']:.2f}x fwd+bwd(x), "
       f"{r['pgd_step_over_fwd_bwd_params']:.2f}x fwd+bwd(params)), "
-      f"PGD-40 {r['pgd40_examples_per_s']:.0f} ex/s, APGD-40 {r['apgd40_examples_per_s']:.0f} ex/s"
+      f"PGD-40 {r['pgd40_examples_per_s']:.0f} ex/s, "
+      f"APGD-40 {r['apgd40_examples_per_s']:.0f} ex/s, "
+      f"APGD-T-40 (9 targets) / APGD-40 {r['apgd_t40_over_apgd40']:.2f}x"
     )
   print(f"wrote {args.out} in {out['wall_s']:.0f} s")
 

@@ -15,7 +15,6 @@ from jaxjac import data as data
 from jaxjac import models as models
 from jaxjac import sharding as sharding
 from jaxjac import training as training
-from jaxjac._src.evaluate import evaluate as evaluate
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
 from jaxjac._src.jacobian import NORMS as NORMS
@@ -30,6 +29,7 @@ from jaxjac._src.jacobian import l11_projection as l11_projection
 from jaxjac._src.jacobian import spectral_power as spectral_power
 from jaxjac._src.penalty import jacobian_penalty as jacobian_penalty
 from jaxjac._src.penalty import jacobian_penalty_per_example as jacobian_penalty_per_example
+from jaxjac._src.robustness import evaluate as evaluate
 from jaxjac._src.surrogates import CE_GRAD_BOUND as CE_GRAD_BOUND
 from jaxjac._src.surrogates import first_order_robust_loss as first_order_robust_loss
 from jaxjac._src.surrogates import input_gradient as input_gradient

@@ -10,6 +10,7 @@ import pytest
 from conftest import tol
 
 from jaxjac import attacks
+from jaxjac._src.attacks import api as attacks_api
 
 INF_BOX = (-math.inf, math.inf)
 
@@ -401,3 +402,112 @@ def test_bad_input_raises():
   # Inside jit the value checks are skipped (no concrete values), not failed.
   jitted = jax.jit(lambda x: attacks.pgd(linear_apply, params, x, y, **ok))
   assert jitted(x).shape == x.shape
+
+
+def test_non_finite_inputs_and_bad_keys_raise():
+  params, x, y, _ = linear_problem(d=16, batch=4)
+  ok = dict(eps=0.1, norm="linf", steps=2, key=jax.random.key(0))
+  for bad in (jnp.nan, jnp.inf):
+    with pytest.raises(ValueError, match="`x` must be finite"):
+      attacks.apgd(linear_apply, params, x.at[2, 3].set(bad), y, **ok)
+  with pytest.raises(ValueError, match="eps"):
+    attacks.apgd(linear_apply, params, x, y, **{**ok, "eps": float("nan")})
+  with pytest.raises(TypeError, match=r"jax.random.key\(seed\)"):
+    attacks.pgd(linear_apply, params, x, y, **{**ok, "key": 0})
+  with pytest.raises(TypeError, match="one PRNG key"):
+    attacks.pgd(linear_apply, params, x, y, **{**ok, "key": jax.random.split(ok["key"], 3)})
+  with pytest.raises(ValueError, match="num_targets"):
+    attacks.apgd_targeted(linear_apply, params, x, y, num_targets=5, **ok)
+
+
+def test_checked_mode_under_jit_raises_and_unchecked_gives_nan():
+  from jax.experimental import checkify
+
+  params, x, y, _ = linear_problem(d=16, batch=4)
+  params = {"w": params["w"], "b": jnp.zeros(5)}
+
+  def step(x, y, eps, checked):
+    return attacks.pgd(linear_apply, params, x, y, eps=eps, norm="linf", steps=2,
+                       key=jax.random.key(0), checked=checked)  # fmt: skip
+
+  checked = jax.jit(checkify.checkify(lambda x, y, eps: step(x, y, eps, True)))
+  err, out = checked(x, y, 0.1)
+  err.throw()  # Valid input: no error.
+  assert bool(jnp.all(jnp.isfinite(out)))
+  cases = [
+    ((x, y, -0.1), "`eps` must be"),
+    ((x, y.at[1].set(7), 0.1), r"`y` must lie in \[0, 5\)"),
+    ((x.at[0, 0].set(jnp.nan), y, 0.1), "`x` must be finite"),
+    ((x.at[0, 0].set(2.0), y, 0.1), "`x` must lie in the box"),
+  ]
+  for args, msg in cases:
+    err, _ = checked(*args)
+    with pytest.raises(checkify.JaxRuntimeError, match=msg):
+      err.throw()
+  # Unchecked under jit: the invalid examples come back as NaN, the others as usual.
+  unchecked = jax.jit(lambda x, y, eps: step(x, y, eps, False))
+  out = unchecked(x, y.at[1].set(7), 0.1)
+  assert bool(jnp.all(jnp.isnan(out[1]))) and bool(jnp.all(jnp.isfinite(out[jnp.array([0, 2, 3])])))
+  assert bool(jnp.all(jnp.isnan(unchecked(x, y, -0.1))))
+  assert bool(jnp.all(jnp.isnan(unchecked(x.at[2, 0].set(jnp.inf), y, 0.1)[2])))
+
+
+# ----------------------------------------------------------------------------
+# APGD-T.
+
+
+def four_class_linear():
+  """x in R^4, z = x W with W = I, inputs near e_0: the classes rank 0 > 1 > 2 > 3."""
+  x = jnp.tile(jnp.array([[0.60, 0.52, 0.45, 0.20]]), (6, 1))
+  x = x + 0.01 * jnp.arange(6)[:, None] * jnp.array([[0.0, 0.0, 0.0, 1.0]])
+  return jnp.eye(4), x, jnp.zeros(6, jnp.int32)
+
+
+def eye_apply(w, x):
+  return x @ w
+
+
+def test_apgd_targeted_picks_top_classes_and_reaches_targeted_optimum():
+  w, x, y = four_class_linear()
+  targets = attacks_api.top_classes(eye_apply(w, x), y, 3)
+  np.testing.assert_array_equal(targets, np.array([[1] * 6, [2] * 6, [3] * 6]))
+  # l_inf, eps = 0.05: the closed form z_t - z_0 + 2 eps > 0 only for t = 1 (0.52 - 0.60 + 0.1).
+  kw = dict(eps=0.05, norm="linf", key=jax.random.key(0), steps=20)
+  x_adv = attacks.apgd_targeted(eye_apply, w, x, y, num_targets=3, **kw)
+  assert bool(jnp.all(jnp.argmax(eye_apply(w, x_adv), axis=1) == 1))
+  np.testing.assert_allclose(x_adv[:, :2], jnp.tile(jnp.array([[0.55, 0.57]]), (6, 1)), atol=1e-6)
+  # eps = 0.0175: the target 1 is out of reach (gap 0.08 > 4 eps = 0.07), so is every other:
+  # no example is broken and the points stay in the ball.
+  x_adv = attacks.apgd_targeted(eye_apply, w, x, y, num_targets=3, **{**kw, "eps": 0.0175})
+  assert bool(jnp.all(jnp.argmax(eye_apply(w, x_adv), axis=1) == 0))
+  assert float(jnp.max(attacks.perturbation_norm(x_adv - x, "linf"))) <= 0.0175 + 1e-7
+
+
+def test_apgd_targeted_tries_later_targets():
+  # z = (x_0, 0.59, 30 x_1 - 14.5, -9) at x = (0.60, 0.50): the classes rank 0 > 1 > 2.
+  # With eps = 0.005 the runner-up 1 is out of reach (z_1 is constant, z_0 >= 0.595), and
+  # targeted DLR against it pushes z_2 down (it sits in the denominator); class 2 is reachable
+  # (z_2 up to 0.65). Only the run with the second target breaks the example.
+  def apply_fn(w, x):
+    z0 = x[:, 0]
+    return jnp.stack([z0, jnp.full_like(z0, 0.59), 30 * x[:, 1] - 14.5, jnp.full_like(z0, -9.0)], 1)
+
+  x, y = jnp.array([[0.60, 0.50]]), jnp.zeros(1, jnp.int32)
+  kw = dict(eps=0.005, norm="linf", key=jax.random.key(1), steps=20)
+  pred = lambda xa: int(jnp.argmax(apply_fn(None, xa), axis=1)[0])
+  assert pred(attacks.apgd_targeted(apply_fn, None, x, y, num_targets=1, **kw)) == 0
+  assert pred(attacks.apgd_targeted(apply_fn, None, x, y, num_targets=2, **kw)) == 2
+
+
+def test_public_docstring_examples_run():
+  import doctest
+
+  from jaxjac import robustness
+  from jaxjac._src.attacks import losses, norms
+  from jaxjac._src.robustness import evaluation, sanity
+
+  for module in (attacks, robustness, attacks_api, losses, norms, evaluation, sanity):
+    with jax.numpy_rank_promotion("allow"):
+      result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, module.__name__
+    assert result.failed == 0, module.__name__

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxjac
-from jaxjac.attacks import AttackSpec, GradientMaskingWarning, sanity_report
+from jaxjac.robustness import AttackSpec, GradientMaskingWarning, sanity_report
 
 INF_BOX = (-math.inf, math.inf)
 LINF_EPS = (0.1, 0.3, 0.5)
@@ -31,7 +31,7 @@ SPECS = (
   AttackSpec("fgsm-linf", "fgsm", "linf", LINF_EPS, steps=1),
   AttackSpec("pgd-margin-linf", "pgd", "linf", LINF_EPS, steps=10, loss="margin"),
   AttackSpec("fgsm-l2", "fgsm", "l2", L2_EPS, steps=1),
-  AttackSpec("pgd-ce-l2", "pgd", "l2", L2_EPS, steps=20, loss="ce", step_size=0.25),
+  AttackSpec("pgd-ce-l2", "pgd", "l2", L2_EPS, steps=20, loss="ce", relative_step=0.25),
 )
 
 
@@ -55,8 +55,9 @@ def linear_report():
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     report = jaxjac.evaluate(
-        linear_apply, params, x, y, key=jax.random.key(1), attacks=SPECS, noise_stds=STDS,
-        batch_size=64, bounds=INF_BOX, large_eps={"linf": 10.0, "l2": 100.0}, progress=False,
+        linear_apply, params, x, y, key=jax.random.key(1), suite="fast", attacks=SPECS,
+        noise_stds=STDS, batch_size=64, bounds=INF_BOX, large_eps={"linf": 10.0, "l2": 100.0},
+        progress=False,
     )  # fmt: skip
   return report, caught, (params, x, y, margin, w_diff)
 
@@ -110,7 +111,7 @@ def test_results_do_not_depend_on_batching(linear_report):
   # Deterministic parts (clean, FGSM) are identical with one unpadded batch.
   report, _, (params, x, y, _, _) = linear_report
   single = jaxjac.evaluate(
-      linear_apply, params, x, y, key=jax.random.key(1), attacks=(SPECS[0], SPECS[2]),
+      linear_apply, params, x, y, key=jax.random.key(1), suite="fast", attacks=(SPECS[0], SPECS[2]),
       noise_stds=(), batch_size=len(y), bounds=INF_BOX, sanity=False, progress=False,
   )  # fmt: skip
   assert single["clean_accuracy"] == report["clean_accuracy"]
@@ -204,7 +205,7 @@ def test_sanity_runs_are_paired_with_their_base_run():
   params = {"w1": jax.random.normal(k1, (20, 16)), "w2": jax.random.normal(k2, (16, 3))}
   x = np.asarray(jax.random.normal(kx, (120, 20)))
   y = np.asarray(jnp.argmax(mlp_apply(params, jnp.asarray(x)), axis=1))
-  spec = AttackSpec("pgd-rs", "pgd", "linf", (1.0,), steps=1, step_size=1e-4)
+  spec = AttackSpec("pgd-rs", "pgd", "linf", (1.0,), steps=1, relative_step=1e-4)
   for seed in range(4):
     report = jaxjac.evaluate(
         mlp_apply, params, x, y, key=jax.random.key(seed), attacks=(spec,), noise_stds=(),
