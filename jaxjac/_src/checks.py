@@ -117,8 +117,9 @@ def check_finite(x: Any, name: str = "x", *, checked: bool = False) -> None:
   a traced `x` is not checked.
   """
   if is_concrete(x):
-    finite = np.isfinite(x) if isinstance(x, np.ndarray) else jnp.isfinite(x)
-    if not bool(finite.all()):
+    with jax.ensure_compile_time_eval():  # concrete even while an outer jit traces
+      ok = bool(np.isfinite(x).all() if isinstance(x, np.ndarray) else jnp.isfinite(x).all())
+    if not ok:
       nans = int(np.isnan(np.asarray(x)).sum())
       infs = int(np.isinf(np.asarray(x)).sum())
       raise ValueError(

@@ -105,7 +105,9 @@ def _estimate(
     size, dtype, push = ops.num_outputs, ops.out_dtype, ops.vjp_many
   else:
     size, dtype, push = dim, ops.xf.dtype, ops.jvp_many
-  directions = jax.vmap(lambda k: draw(k, batch, size, dtype))(jax.random.split(key, n))
+  # Drawn in the accumulation dtype, then rounded: a low-precision x gets the same directions.
+  draw_one = lambda k: draw(k, batch, size, ops.acc_dtype).astype(dtype)
+  directions = jax.vmap(draw_one)(jax.random.split(key, n))
   w = push(directions).astype(ops.acc_dtype)  # (n, B, C or d)
   scale = size if scaled else 1
   return scale * jnp.mean(jnp.sum(rho(w), axis=-1), axis=0)
@@ -239,7 +241,7 @@ def spectral_power(
     checks.validate_key(key)
   ops = _make_ops(f, x, mixes_batch, fn_name="f")
   start_key = jax.random.key(0) if key is None else key
-  u0 = jax.random.normal(start_key, ops.xf.shape, ops.xf.dtype)
+  u0 = jax.random.normal(start_key, ops.xf.shape, ops.acc_dtype).astype(ops.xf.dtype)
 
   def power(fn, xi, ui):
     _, push = jax.linearize(fn, xi)
