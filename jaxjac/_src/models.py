@@ -59,8 +59,8 @@ def _max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
   for its derivatives: every cotangent goes to the one selected element, as in
   ``flax.linen.max_pool`` (``reduce_window``) and PyTorch, and the derivatives
   of any order are element-wise selects and sums (``reduce_window``'s
-  second derivative, ``select_and_gather_add``, is slow on XLA:CPU). A window
-  holding a NaN returns NaN.
+  second derivative, ``select_and_gather_add``, is slow on XLA:CPU). The value
+  is XLA's maximum, NaN included where XLA's maximum is NaN.
   """
   kh, kw = window
   b, h, w, c = x.shape
@@ -68,13 +68,15 @@ def _max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
   win = x[:, : oh * kh, : ow * kw, :].reshape(b, oh, kh, ow, kw, c)
   win_c = jax.lax.stop_gradient(win)
   top = jnp.max(win_c, axis=(2, 4), keepdims=True)
-  hit = (win_c == top) | jnp.isnan(win_c)
+  hit = win_c == top
   # First hit in row-major (a, b) order: first hit of its row, in the first row with a hit.
   first_in_row = hit & (jnp.cumsum(hit, axis=4) == 1)
   row_hit = jnp.any(hit, axis=4, keepdims=True)
   first_row = row_hit & (jnp.cumsum(row_hit, axis=2) == 1)
   mask = first_in_row & first_row
-  return jnp.sum(jnp.where(mask, win, jnp.zeros((), x.dtype)), axis=(2, 4))
+  out = jnp.sum(jnp.where(mask, win, jnp.zeros((), x.dtype)), axis=(2, 4))
+  top = top[:, :, 0, :, 0]
+  return jnp.where(jnp.isnan(top), top, out)  # a NaN maximum (no element equals it) stays NaN
 
 
 def _check_dropout(rate: float) -> None:
