@@ -66,17 +66,17 @@ def _max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
   b, h, w, c = x.shape
   oh, ow = h // kh, w // kw
   win = x[:, : oh * kh, : ow * kw, :].reshape(b, oh, kh, ow, kw, c)
-  win_c = jax.lax.stop_gradient(win)
-  top = jnp.max(win_c, axis=(2, 4), keepdims=True)
-  hit = win_c == top
-  # First hit in row-major (a, b) order: first hit of its row, in the first row with a hit.
-  first_in_row = hit & (jnp.cumsum(hit, axis=4) == 1)
-  row_hit = jnp.any(hit, axis=4, keepdims=True)
-  first_row = row_hit & (jnp.cumsum(row_hit, axis=2) == 1)
-  mask = first_in_row & first_row
-  out = jnp.sum(jnp.where(mask, win, jnp.zeros((), x.dtype)), axis=(2, 4))
-  top = top[:, :, 0, :, 0]
-  return jnp.where(jnp.isnan(top), top, out)  # a NaN maximum (no element equals it) stays NaN
+  top = jax.lax.stop_gradient(jnp.max(win, axis=(2, 4)))  # (b, oh, ow, c)
+  # Walk the window in row-major order and keep the first element equal to the maximum.
+  # Where none is (a NaN maximum), the output stays the maximum, without a derivative.
+  out, taken = top, jnp.zeros(top.shape, bool)
+  for i in range(kh):
+    for j in range(kw):
+      elem = win[:, :, i, :, j, :]
+      sel = (jax.lax.stop_gradient(elem) == top) & ~taken
+      out = jnp.where(sel, elem, out)
+      taken = taken | sel
+  return out
 
 
 def _check_dropout(rate: float) -> None:
