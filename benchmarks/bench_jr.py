@@ -16,6 +16,8 @@ One script for every table of ``benchmarks/README.md``:
   1000) and the input size (28, 56, 112 pixels a side): the MLP timed,
   LeNet' by XLA memory analysis only.
 * ``attacks``: PGD-40 and APGD-100 (l_inf, CE) examples per second.
+* ``pool`` (not in the default sections): LeNet' steps (plain, projection n=1) with
+  the library's max-pool, reshape + ``jnp.max`` and ``nn.max_pool``, as ratios.
 * ``variants``: CPU speed work (max-pool by reshape, 2 host devices with
   GSPMD or ``shard_map``; with ``--with-patches`` also conv by
   ``conv_general_dilated_patches`` + matmul), PyTorch in the same table.
@@ -104,7 +106,6 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import jaxjac  # noqa: E402
 from jaxjac import models  # noqa: E402
-from jaxjac.cpu_speed import max_pool  # noqa: E402
 
 LAM = 0.01
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,8 +114,32 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # --------------------------------------------------------------------------- models
 
 
+def max_pool(x, window=(2, 2)):
+  """Max-pool by reshape + ``jnp.max``: the library's pool before the tie fix (its derivative
+  splits the cotangent evenly among tied maxima; nn.max_pool sends it to the first)."""
+  b, h, w, c = x.shape
+  kh, kw = window
+  x = x[:, : h // kh * kh, : w // kw * kw, :]
+  return x.reshape(b, h // kh, kh, w // kw, kw, c).max(axis=(2, 4))
+
+
+class LeNetFlaxPool(nn.Module):
+  """jaxjac.models.LeNet with ``flax.linen.max_pool`` (``reduce_window``), same parameters."""
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, *, train=False):
+    pool = lambda h: nn.max_pool(h, (2, 2), strides=(2, 2))
+    x = pool(nn.relu(nn.Conv(32, (5, 5), padding="SAME")(x)))
+    x = pool(nn.relu(nn.Conv(64, (5, 5), padding="SAME")(x)))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(1024)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
 class LeNetReshapePool(nn.Module):
-  """jaxjac.models.LeNet with max-pooling by reshape (same parameter tree)."""
+  """jaxjac.models.LeNet with max-pooling by reshape + jnp.max (same parameter tree)."""
 
   num_classes: int = 10
 
@@ -165,6 +190,8 @@ def make_model(name: str, num_classes: int = 10):
     return models.LeNet(num_classes=num_classes)
   if name == "lenet_reshape_pool":
     return LeNetReshapePool(num_classes=num_classes)
+  if name == "lenet_flax_pool":
+    return LeNetFlaxPool(num_classes=num_classes)
   if name == "lenet_patches":
     return LeNetPatches(num_classes=num_classes)
   if name == "mlp":
@@ -570,6 +597,30 @@ def section_variants(args):
   return res
 
 
+def section_pool(args):
+  """LeNet' step cost by max-pool implementation, interleaved in one run.
+
+  ``lenet``: the library's pool (reshape, first maximal element by a stop-gradient mask;
+  derivatives equal nn.max_pool's, ties included); ``lenet_reshape_pool``: reshape +
+  ``jnp.max`` (the earlier pool, wrong at ties); ``lenet_flax_pool``: ``nn.max_pool``
+  (``reduce_window``). Ratios to the library pool's step of the same configuration.
+  """
+  cases = {}
+  for model_name in ("lenet", "lenet_reshape_pool", "lenet_flax_pool"):
+    for cfg in ("plain", "proj1"):
+      _log("compile", model_name, cfg)
+      cases[f"{model_name}|{cfg}"] = jax_case(model_name, cfg, batch=args.batch)
+  rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
+  by = {r["name"]: r for r in rows}
+  for r in rows:
+    base = by.get(f"lenet|{r['config']}")
+    if base and "median_ms" in base and "median_ms" in r:
+      r["ratio_to_library_pool"] = r["median_ms"] / base["median_ms"]
+    _log(f"  {r['name']:28s} {r.get('median_ms', float('nan')):9.1f} ms  "
+         f"x{r.get('ratio_to_library_pool', float('nan')):.2f} of the library pool")
+  return rows
+
+
 XLA_FLAG_SETS = {
     "default": "",
     "onednn": "--xla_cpu_use_onednn=true",
@@ -783,6 +834,7 @@ def main(args):
       (f"main_b{args.batch_large}", lambda: section_main(args, args.batch_large),
        bool(args.batch_large) and "main" in sections),
       ("variants", lambda: section_variants(args), True),
+      ("pool", lambda: section_pool(args), True),
       ("attacks", lambda: section_attacks(args), True),
       ("scaling", lambda: section_scaling(args), True),
       ("xlaflag", lambda: section_xlaflag(args), True),

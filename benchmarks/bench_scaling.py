@@ -79,6 +79,7 @@ def worker(args) -> dict:
   import jax
   import numpy as np
 
+  import jaxjac
   from jaxjac import attacks, sharding, training
 
   sharding.initialize_distributed()
@@ -93,7 +94,7 @@ def worker(args) -> dict:
   config.batch_size = args.batch
   config.reg.jr_lambda = args.jr_lambda
   state = training.create_train_state(config, key=jax.random.key(0), steps_per_epoch=100)
-  apply_fn = sharding.with_precision(state.apply_fn, args.precision)
+  apply_fn = jaxjac.precision.with_precision(state.apply_fn, args.precision)
   state = state.replace(apply_fn=apply_fn)
 
   rng = np.random.default_rng([0, jax.process_index()])  # Each host: its own examples.

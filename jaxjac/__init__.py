@@ -13,22 +13,24 @@ References:
 from jaxjac import attacks as attacks
 from jaxjac import data as data
 from jaxjac import models as models
+from jaxjac import precision as precision
+from jaxjac import robustness as robustness
 from jaxjac import sharding as sharding
 from jaxjac import training as training
+from jaxjac._src.estimators import frobenius_jvp as frobenius_jvp
+from jaxjac._src.estimators import frobenius_projection as frobenius_projection
+from jaxjac._src.estimators import l11_jvp as l11_jvp
+from jaxjac._src.estimators import l11_projection as l11_projection
+from jaxjac._src.estimators import spectral_power as spectral_power
 from jaxjac._src.jacobian import ESTIMATORS as ESTIMATORS
 from jaxjac._src.jacobian import EXACT_METHODS as EXACT_METHODS
-from jaxjac._src.jacobian import NORMS as NORMS
+from jaxjac._src.jacobian import JACOBIAN_NORMS as JACOBIAN_NORMS
 from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import frobenius_exact as frobenius_exact
-from jaxjac._src.jacobian import frobenius_jvp as frobenius_jvp
-from jaxjac._src.jacobian import frobenius_projection as frobenius_projection
 from jaxjac._src.jacobian import jacobian as jacobian
 from jaxjac._src.jacobian import l11_exact as l11_exact
-from jaxjac._src.jacobian import l11_jvp as l11_jvp
-from jaxjac._src.jacobian import l11_projection as l11_projection
-from jaxjac._src.jacobian import spectral_power as spectral_power
+from jaxjac._src.penalty import REDUCTIONS as REDUCTIONS
 from jaxjac._src.penalty import jacobian_penalty as jacobian_penalty
-from jaxjac._src.penalty import jacobian_penalty_per_example as jacobian_penalty_per_example
 from jaxjac._src.robustness import evaluate as evaluate
 from jaxjac._src.surrogates import CE_GRAD_BOUND as CE_GRAD_BOUND
 from jaxjac._src.surrogates import first_order_robust_loss as first_order_robust_loss
@@ -43,8 +45,10 @@ __all__ = (
   "CE_GRAD_BOUND",
   "ESTIMATORS",
   "EXACT_METHODS",
-  "NORMS",
+  "JACOBIAN_NORMS",
+  "REDUCTIONS",
   "attacks",
+  "data",
   "evaluate",
   "first_order_robust_loss",
   "frobenius_exact",
@@ -53,11 +57,15 @@ __all__ = (
   "input_gradient",
   "jacobian",
   "jacobian_penalty",
-  "jacobian_penalty_per_example",
   "jacobian_surrogate_loss",
   "l11_exact",
   "l11_jvp",
   "l11_projection",
+  "models",
+  "precision",
+  "robustness",
+  "sharding",
   "softmax_cross_entropy",
   "spectral_power",
+  "training",
 )

@@ -1,13 +1,16 @@
 """LeNet' and MLP: parameter counts in closed form, outputs against a hand-written
-reference, dropout statistics, argument errors."""
+reference, the max-pool's derivatives against flax's at ties, dropout statistics, errors."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tol
 
+import jaxjac
 from jaxjac import models
+from jaxjac._src.models import _max_pool
 
 
 def _images(key, batch=3):
@@ -34,8 +37,12 @@ def test_mlp_parameter_count_closed_form():
 
 def _conv_same(x, w, b):
   out = jax.lax.conv_general_dilated(
-      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=jax.lax.Precision.HIGHEST,
+    x,
+    w,
+    (1, 1),
+    "SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision=jax.lax.Precision.HIGHEST,
   )
   return out + b[None, None, None, :]
 
@@ -96,8 +103,13 @@ def test_dropout_is_inverted_and_keeps_about_half():
   model = models.MLP(features=(4000,), num_classes=1, dropout_rate=0.5)
   variables = model.init(jax.random.key(6), x)
   p = variables["params"]
-  p = {**p, "Dense_1": {"kernel": jnp.ones_like(p["Dense_1"]["kernel"]),
-                        "bias": jnp.zeros_like(p["Dense_1"]["bias"])}}
+  p = {
+    **p,
+    "Dense_1": {
+      "kernel": jnp.ones_like(p["Dense_1"]["kernel"]),
+      "bias": jnp.zeros_like(p["Dense_1"]["bias"]),
+    },
+  }
   variables = {"params": p}
   evaluation = model.apply(variables, x)
   assert jnp.array_equal(evaluation, model.apply(variables, x, train=False))
@@ -111,20 +123,114 @@ def test_dropout_is_inverted_and_keeps_about_half():
   np.testing.assert_allclose(train[0, 0], evaluation[0, 0], rtol=0.05)
 
   # The kept fraction, read from a second readout that counts kept units.
-  ones = {"params": {**p, "Dense_0": {"kernel": jnp.zeros_like(p["Dense_0"]["kernel"]),
-                                      "bias": jnp.ones_like(p["Dense_0"]["bias"])}}}
+  ones = {
+    "params": {
+      **p,
+      "Dense_0": {
+        "kernel": jnp.zeros_like(p["Dense_0"]["kernel"]),
+        "bias": jnp.ones_like(p["Dense_0"]["bias"]),
+      },
+    }
+  }
   kept = model.apply(ones, x, train=True, rngs={"dropout": jax.random.key(7)})[0, 0]
   assert abs(float(kept) * 0.5 / 4000 - 0.5) < 0.03
 
 
 def test_get_model():
-  assert isinstance(models.get_model("lenet", dropout_rate=0.5), models.LeNet)
-  mlp = models.get_model("mlp", features=[32, 16])
-  assert isinstance(mlp, models.MLP) and mlp.features == (32, 16)
+  lenet = models.get_model("lenet", dropout_rate=0.5)
+  assert lenet == models.LeNet(dropout_rate=0.5) and lenet.dropout_rate == 0.5
+  mlp = models.get_model("mlp", features=[32, 16], num_classes=3)
+  assert mlp.features == (32, 16) and mlp.num_classes == 3
+  params = jax.eval_shape(mlp.init, jax.random.key(0), _images(0, 1))["params"]
+  assert _count(params) == (784 * 32 + 32) + (32 * 16 + 16) + (16 * 3 + 3)
   with pytest.raises(ValueError, match="`name` must be one of"):
     models.get_model("resnet")
   with pytest.raises(TypeError, match="features"):
     models.get_model("lenet", features=(32,))
+
+
+# ----------------------------------------------------------------------------- max-pool
+
+
+def _flax_pool(x, window=(2, 2)):
+  return nn.max_pool(x, window, strides=window)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (3, 7, 9, 4), (1, 2, 2, 1)])
+def test_pool_values_equal_flax_max_pool(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  want = _flax_pool(x)  # VALID: trailing rows and columns dropped
+  got = _max_pool(x)
+  assert got.shape == want.shape
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  with_nan = x.at[0, 0, 1, 0].set(jnp.nan).at[-1, 0, 0, -1].set(jnp.nan)
+  np.testing.assert_array_equal(np.asarray(_max_pool(with_nan)), np.asarray(_flax_pool(with_nan)))
+  assert np.isnan(_max_pool(jnp.full((1, 2, 2, 1), jnp.nan))).all()
+
+
+def test_pool_ties_send_the_cotangent_to_the_first_maximum():
+  """A window of three tied maxima: all of the cotangent to the first, row-major, as
+  flax/XLA and PyTorch; a mean over ties (jnp.max's derivative) gives 1/3 each."""
+  x = jnp.array([[0.0, 2.0], [2.0, 2.0]]).reshape(1, 2, 2, 1)
+  for pool in (_max_pool, _flax_pool):
+    grad = jax.grad(lambda v, pool=pool: jnp.sum(pool(v)))(x)[0, :, :, 0]
+    np.testing.assert_array_equal(np.asarray(grad), [[0.0, 1.0], [0.0, 0.0]])
+  x = jnp.array([[1.0, 0.0], [1.0, 1.0]]).reshape(1, 2, 2, 1)
+  grad = jax.grad(lambda v: jnp.sum(_max_pool(v)))(x)[0, :, :, 0]
+  np.testing.assert_array_equal(np.asarray(grad), [[1.0, 0.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 10, 4), (2, 7, 9, 3)])
+def test_pool_derivatives_equal_flax_with_many_ties(shape):
+  """Integer-valued inputs in {0, 1, 2}: most windows tie. VJP and JVP bit-equal flax's."""
+  x = jax.random.randint(jax.random.key(1), shape, 0, 3).astype(jnp.float32)
+  out_shape = _flax_pool(x).shape
+  ct = jax.random.normal(jax.random.key(2), out_shape)
+  tangent = jax.random.normal(jax.random.key(3), shape)
+  got = jax.vjp(_max_pool, x)[1](ct)[0]
+  want = jax.vjp(_flax_pool, x)[1](ct)[0]
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  got = jax.jvp(_max_pool, (x,), (tangent,))[1]
+  want = jax.jvp(_flax_pool, (x,), (tangent,))[1]
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _lenet_like(pool):
+  def apply(w, x):
+    h = jax.lax.conv_general_dilated(
+      x, w["c"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    h = pool(jax.nn.relu(h + w["b"][None, None, None, :]))
+    return h.reshape(h.shape[0], -1) @ w["d"]
+
+  return apply
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.3])
+def test_pool_penalty_and_its_parameter_gradient_equal_flax(bias):
+  """The Jacobian penalty and its parameter gradient (a second derivative through the pool).
+
+  With ``bias=0.3`` and inputs that are 0 on a background, as on MNIST, the windows on the
+  background tie at the positive bias: the case where averaging over ties was wrong.
+  """
+  k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+  w = {
+    "c": 0.3 * jax.random.normal(k1, (3, 3, 1, 4)),
+    "b": jnp.full((4,), bias),
+    "d": 0.2 * jax.random.normal(k2, (4 * 4 * 4, 5)),
+  }
+  x = jax.random.uniform(k3, (3, 8, 8, 1))
+  x = x.at[:, :, :4].set(0.0)  # a constant background on the left half
+  fast, ref = _lenet_like(_max_pool), _lenet_like(_flax_pool)
+  np.testing.assert_allclose(
+    jaxjac.jacobian(fast, w, x), jaxjac.jacobian(ref, w, x), rtol=tol(1e-5), atol=tol(1e-6)
+  )
+  pen = lambda f: jax.value_and_grad(lambda p: jaxjac.jacobian_penalty(f, p, x))(w)
+  (got_v, got), (want_v, want) = pen(fast), pen(ref)
+  np.testing.assert_allclose(got_v, want_v, rtol=tol(1e-5))
+  for name in w:
+    np.testing.assert_allclose(got[name], want[name], rtol=tol(1e-4), atol=tol(1e-6))
+  assert float(jnp.max(jnp.abs(want["c"]))) > 1e-3  # the comparison is not vacuous
 
 
 @pytest.mark.parametrize("model", [models.LeNet(), models.MLP(features=(8,))])

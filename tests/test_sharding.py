@@ -216,8 +216,9 @@ def _worker_devices(out_path):
   variables = _init_variables(model)
 
   def penalty(variables, x, key):
-    values = jaxjac.jacobian_penalty_per_example(
-      model.apply, variables, x, key=key, estimator="projection", num_projections=2
+    values = jaxjac.jacobian_penalty(
+      model.apply, variables, x, key=key, estimator="projection", num_projections=2,
+      reduction="none",
     )
     return values, jnp.mean(values)
 

@@ -83,11 +83,101 @@ def test_constants_are_tight():
   np.testing.assert_allclose((first - loss) / (surr - loss), 1.0, rtol=1e-4)
 
 
-def test_surrogate_is_differentiable_and_jits():
-  apply_fn, params = _random_mlp(jax.random.key(3), 1.0)
-  x = jax.random.normal(jax.random.key(4), (8, 10))
-  y = jnp.arange(8) % 5
-  for p in (2, "inf"):
-    fn = jax.jit(lambda pr: jaxjac.jacobian_surrogate_loss(CE, apply_fn, pr, x, y, eps=0.1, p=p))
-    grads = jax.grad(fn)(params)
-    assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree.leaves(grads))
+@pytest.mark.parametrize("p", [2, "inf"])
+def test_surrogate_gradient_equals_the_hand_written_formula(p):
+  """jit + grad of the surrogate against the same loss written out with jnp (float64).
+
+  For p = 2: mean(CE) + eps sqrt(2) mean_b ||J_b||_F with J_b computed in closed form for
+  the tanh MLP: J_b = W2^T diag(1 - tanh^2(x_b W1)) W1^T.
+  """
+  with jax.enable_x64(True):
+    apply_fn, params = _random_mlp(jax.random.key(3), 1.0)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    x = jax.random.normal(jax.random.key(4), (8, 10), jnp.float64)
+    y = jnp.arange(8) % 5
+    eps = 0.1
+
+    def by_hand(pr):
+      w1, w2, _ = pr
+      s = 1 - jnp.tanh(x @ w1) ** 2  # (B, h)
+      jac = jnp.einsum("hc,bh,dh->bcd", w2, s, w1)  # (B, C, d)
+      if p == 2:
+        reg = math.sqrt(2) * jnp.sqrt(jnp.sum(jac**2, axis=(1, 2)))
+      else:
+        reg = jnp.sum(jnp.abs(jac), axis=(1, 2))
+      return jnp.mean(CE(apply_fn(pr, x), y) + eps * reg)
+
+    fn = jax.jit(lambda pr: jaxjac.jacobian_surrogate_loss(CE, apply_fn, pr, x, y, eps=eps, p=p))
+    np.testing.assert_allclose(fn(params), by_hand(params), rtol=1e-10)
+    got, want = jax.grad(fn)(params), jax.grad(by_hand)(params)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-12)
+    assert max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want)) > 1e-2
+
+
+def _relu_net(x, w, b):
+  return jax.nn.relu(x @ w + b[None]) @ jnp.ones((3, 2)) * jnp.array([[1.0, -1.0]])
+
+
+def test_surrogate_gradient_finite_at_a_dead_relu_example():
+  """Example 0 has all ReLUs dead (J_0 = 0, ||J_0||_F = 0): the batch gradient is finite and
+  equals the gradient without example 0's norm term (the subgradient 0 at J = 0)."""
+  w = jnp.array([[1.0, 0.5, 0.3], [0.2, 1.0, -0.8]])
+  b = jnp.array([0.1, 0.2, 0.3])
+  x = jnp.array([[-5.0, -1.0], [0.3, -0.2], [0.5, 0.4]])  # x_0 W + b < 0 everywhere
+  assert float(jnp.max(x[:1] @ w + b[None])) < 0
+  y = jnp.array([0, 1, 0])
+  apply_fn = lambda pr, xx: _relu_net(xx, *pr)
+  eps = 0.2
+
+  def loss(pr, skip_first_norm):
+    values = jaxjac.jacobian_surrogate_loss(CE, apply_fn, pr, x, y, eps=eps, p=2, reduction="none")
+    if skip_first_norm:  # the same, without example 0's norm term
+      values = jnp.concatenate([CE(apply_fn(pr, x[:1]), y[:1]), values[1:]])
+    return jnp.mean(values)
+
+  norms = jaxjac.jacobian_penalty(apply_fn, (w, b), x, reduction="none")
+  assert float(norms[0]) == 0.0 and float(jnp.min(norms[1:])) > 0.1
+  got = jax.grad(loss)((w, b), False)
+  want = jax.grad(loss)((w, b), True)
+  for g, wt in zip(got, want, strict=True):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, wt, rtol=1e-6, atol=1e-7)
+  assert float(jnp.max(jnp.abs(want[0]))) > 1e-2
+
+
+def test_first_order_gradient_finite_where_the_loss_gradient_vanishes():
+  """A confident example with CE gradient exactly 0 (softmax saturates to one-hot in float32):
+  ||grad_x l|| = 0, and the batch gradient stays finite and equals the gradient without that
+  example's norm term. The real-data version is in test_real_data.py."""
+  w = jnp.array([[60.0, -60.0], [0.5, 0.2]])
+  x = jnp.array([[2.0, 0.0], [0.1, 0.3]])  # example 0: logits (120, -120)
+  y = jnp.array([0, 1])
+  apply_fn = lambda pr, xx: xx @ pr
+  _, g = jaxjac.input_gradient(CE, apply_fn, w, x, y)
+  assert float(jnp.max(jnp.abs(g[0]))) == 0.0  # underflowed exactly
+  for p in (2, math.inf):
+    full = jax.grad(lambda pr: jaxjac.first_order_robust_loss(CE, apply_fn, pr, x, y, eps=0.3, p=p))
+    only_ce0 = lambda pr: (
+      (
+        CE(apply_fn(pr, x[:1]), y[:1])[0]
+        + jaxjac.first_order_robust_loss(
+          CE, apply_fn, pr, x[1:], y[1:], eps=0.3, p=p, reduction="sum"
+        )
+      )
+      / 2
+    )
+    got, want = full(w), jax.grad(only_ce0)(w)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert float(jnp.max(jnp.abs(want))) > 1e-2
+
+
+def test_safe_norm_values_and_gradients():
+  from jaxjac._src.surrogates import safe_norm  # noqa: PLC0415
+
+  v = jnp.array([[3.0, -4.0], [0.0, 0.0], [3e-30, 4e-30]])  # the last: squares underflow
+  np.testing.assert_allclose(safe_norm(v, 2), [5.0, 0.0, 5e-30], rtol=1e-6)
+  grads = jax.vmap(jax.grad(lambda r: safe_norm(r, 2)))(v)
+  np.testing.assert_allclose(grads, [[0.6, -0.8], [0.0, 0.0], [0.6, 0.8]], rtol=1e-6)
+  np.testing.assert_allclose(safe_norm(v, 1), [7.0, 0.0, 7e-30], rtol=1e-6)

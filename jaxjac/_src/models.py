@@ -10,6 +10,16 @@ deterministic function whose Jacobian the penalties and attacks use. With
 stream ``"dropout"``:
 ``model.apply(variables, x, train=True, rngs={"dropout": key})``.
 
+LeNet' pools by :func:`_max_pool`, a reshape and a select of the first maximal
+element of each window (a stop-gradient mask): equal to
+``flax.linen.max_pool(x, (2, 2), strides=(2, 2))`` in value **and** in every
+derivative, ties included (the cotangent goes to one element, the first
+maximal one in row-major window order, as ``reduce_window``'s
+``select_and_scatter_add`` and PyTorch's ``max_pool2d`` do), and cheaper to
+differentiate twice on XLA:CPU (``benchmarks/bench_jr.py --sections pool``).
+Ties are common on real images: on MNIST's constant background the first
+convolution outputs its bias, so whole windows hold the same positive value.
+
 References:
   Hoffman, Roberts, Yaida. Robust Learning with Jacobian Regularization.
   arXiv:1908.02729, 2019. (LeNet', Section 4.)
@@ -21,8 +31,9 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from jaxjac._src import checks, cpu_speed
+from jaxjac._src import checks
 
 MODELS = ("lenet", "mlp")
 
@@ -31,9 +42,41 @@ def _check_images(x: jax.Array, name: str) -> None:
   checks.check_float_array(x, "x")
   if x.ndim != 4:
     raise ValueError(
-        f"`x` for {name} must be images of shape (B, H, W, C), e.g. (B, 28, 28, 1), "
-        f"got shape {tuple(x.shape)}; add the channel axis with `x[..., None]`."
+      f"`x` for {name} must be images of shape (B, H, W, C), e.g. (B, 28, 28, 1), "
+      f"got shape {tuple(x.shape)}; add the channel axis with `x[..., None]`."
     )
+
+
+def _max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
+  """Non-overlapping max-pooling of NHWC images (stride = window, VALID padding).
+
+  .. math::
+    \\mathrm{pool}(x)_{n,i,j,c} = x_{n,\\, k_h i + a^*,\\, k_w j + b^*,\\, c},
+    \\quad (a^*, b^*) = \\text{first } \\arg\\max_{(a, b)} x_{n,\\, k_h i + a,\\, k_w j + b,\\, c}
+
+  with "first" in row-major order over the window. The mask of the selected
+  element is computed under ``stop_gradient``, so the pool is linear in ``x``
+  for its derivatives: every cotangent goes to the one selected element, as in
+  ``flax.linen.max_pool`` (``reduce_window``) and PyTorch, and the derivatives
+  of any order are element-wise selects and sums (``reduce_window``'s
+  second derivative, ``select_and_gather_add``, is slow on XLA:CPU). The value
+  is XLA's maximum, NaN included where XLA's maximum is NaN.
+  """
+  kh, kw = window
+  b, h, w, c = x.shape
+  oh, ow = h // kh, w // kw
+  win = x[:, : oh * kh, : ow * kw, :].reshape(b, oh, kh, ow, kw, c)
+  top = jax.lax.stop_gradient(jnp.max(win, axis=(2, 4)))  # (b, oh, ow, c)
+  # Walk the window in row-major order and keep the first element equal to the maximum.
+  # Where none is (a NaN maximum), the output stays the maximum, without a derivative.
+  out, taken = top, jnp.zeros(top.shape, bool)
+  for i in range(kh):
+    for j in range(kw):
+      elem = win[:, :, i, :, j, :]
+      sel = (jax.lax.stop_gradient(elem) == top) & ~taken
+      out = jnp.where(sel, elem, out)
+      taken = taken | sel
+  return out
 
 
 def _check_dropout(rate: float) -> None:
@@ -57,8 +100,10 @@ class LeNet(nn.Module):
     >>> import jax, jax.numpy as jnp
     >>> model = LeNet()
     >>> x = jnp.zeros((2, 28, 28, 1))
-    >>> variables = model.init(jax.random.key(0), x)
-    >>> model.apply(variables, x).shape
+    >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only
+    >>> sum(p.size for p in jax.tree.leaves(variables))
+    3274634
+    >>> jax.eval_shape(model.apply, variables, x).shape
     (2, 10)
 
   References:
@@ -76,9 +121,9 @@ class LeNet(nn.Module):
     _check_dropout(self.dropout_rate)
     _check_images(x, "LeNet")
     x = nn.relu(nn.Conv(32, (5, 5), padding="SAME")(x))
-    x = cpu_speed.max_pool(x, (2, 2))  # = nn.max_pool, faster to differentiate twice
+    x = _max_pool(x)  # = nn.max_pool with its derivatives, faster to differentiate twice
     x = nn.relu(nn.Conv(64, (5, 5), padding="SAME")(x))
-    x = cpu_speed.max_pool(x, (2, 2))  # = nn.max_pool, faster to differentiate twice
+    x = _max_pool(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(1024)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -139,6 +184,15 @@ def get_model(name: str, **kwargs) -> nn.Module:
   Raises:
     ValueError: unknown ``name``.
     TypeError: an attribute the model does not have.
+
+  Example:
+    >>> get_model("mlp", features=[64])
+    MLP(
+        # attributes
+        features = (64,)
+        num_classes = 10
+        dropout_rate = 0.0
+    )
   """
   checks.check_choice(name, "name", MODELS)
   cls = {"lenet": LeNet, "mlp": MLP}[name]
@@ -146,8 +200,8 @@ def get_model(name: str, **kwargs) -> nn.Module:
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise TypeError(
-        f"`get_model({name!r}, ...)` got unknown keyword(s) {unknown}; "
-        f"{cls.__name__} accepts {sorted(fields)}."
+      f"`get_model({name!r}, ...)` got unknown keyword(s) {unknown}; "
+      f"{cls.__name__} accepts {sorted(fields)}."
     )
   if "features" in kwargs:
     kwargs["features"] = tuple(kwargs["features"])

@@ -43,7 +43,7 @@ def _float_dtype(dtype: Any, name: str) -> jnp.dtype:
     dt = jnp.dtype(dtype)
   except TypeError:
     raise TypeError(
-        f"`{name}` must be a floating dtype such as jnp.bfloat16, got {dtype!r}."
+      f"`{name}` must be a floating dtype such as jnp.bfloat16, got {dtype!r}."
     ) from None
   if not jnp.issubdtype(dt, jnp.floating):
     raise TypeError(f"`{name}` must be a floating dtype such as jnp.bfloat16, got {dt}.")
@@ -51,7 +51,14 @@ def _float_dtype(dtype: Any, name: str) -> jnp.dtype:
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
-  """Casts the floating-point leaves of a pytree to ``dtype``; other leaves unchanged."""
+  """Casts the floating-point leaves of a pytree to ``dtype``; other leaves unchanged.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> out = cast_floating({"w": jnp.ones(2), "step": jnp.int32(3)}, jnp.bfloat16)
+    >>> str(out["w"].dtype), str(out["step"].dtype)
+    ('bfloat16', 'int32')
+  """
   dt = _float_dtype(dtype, "dtype")
 
   def cast(leaf):
@@ -63,10 +70,10 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
 
 
 def mixed_precision(
-    apply_fn: Callable[..., Any],
-    *,
-    compute_dtype: Any = jnp.bfloat16,
-    output_dtype: Any = jnp.float32,
+  apply_fn: Callable[..., Any],
+  *,
+  compute_dtype: Any = jnp.bfloat16,
+  output_dtype: Any = jnp.float32,
 ) -> Callable[..., Any]:
   """Wraps ``apply_fn`` to compute in ``compute_dtype`` and return ``output_dtype``.
 
@@ -93,6 +100,16 @@ def mixed_precision(
 
   Raises:
     TypeError: ``apply_fn`` not callable, or a non-floating dtype.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxjac
+    >>> apply_fn = lambda w, x: x @ w
+    >>> w, x = jnp.full((3, 2), 0.1), jnp.ones((4, 3))
+    >>> bf16 = mixed_precision(apply_fn)
+    >>> str(bf16(w, x).dtype)  # computed in bfloat16, returned in float32
+    'float32'
+    >>> str(jaxjac.jacobian(bf16, w, x).dtype)
+    'float32'
   """
   if not callable(apply_fn):
     raise TypeError(f"`apply_fn` must be callable as apply_fn(params, x), got {apply_fn!r}.")
@@ -112,6 +129,14 @@ def with_precision(apply_fn: Callable[..., Any], precision: str) -> Callable[...
 
   For configurations: ``precision`` is one of ``"float32"``, ``"bfloat16"``,
   ``"float16"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> f = lambda w, x: x @ w
+    >>> with_precision(f, "float32") is f
+    True
+    >>> with_precision(f, "float16")(jnp.ones((2, 1)), jnp.ones((1, 2))).dtype
+    dtype('float32')
   """
   checks.check_choice(precision, "precision", PRECISIONS)
   if precision == "float32":

@@ -43,11 +43,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from jaxjac._src import checks
 from jaxjac._src import jacobian as jac_lib
 from jaxjac._src.jacobian import ApplyFn, Params
-from jaxjac._src.penalty import jacobian_penalty_per_example
+from jaxjac._src.penalty import REDUCTIONS, jacobian_penalty, reduce
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -55,33 +56,74 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 CE_GRAD_BOUND = {2.0: math.sqrt(2.0), math.inf: 1.0}
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example cross-entropy with integer labels, shape ``(B,)``."""
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+  """Per-example cross-entropy with integer labels, shape ``(B,)``.
+
+  .. math::
+    \\ell(z, y) = -\\log \\operatorname{softmax}(z)_y
+    = \\log \\textstyle\\sum_c e^{z_c} - z_y .
+
+  Example:
+    >>> import jax.numpy as jnp, jaxjac
+    >>> z = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
+    >>> round(float(jaxjac.softmax_cross_entropy(z, jnp.array([1]))[0]), 4)  # -log 0.25
+    1.3863
+  """
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def _reduce(values: jax.Array, reduction: str) -> jax.Array:
-  checks.check_choice(reduction, "reduction", ("mean", "none"))
-  return jnp.mean(values) if reduction == "mean" else values
+def safe_norm(v: jax.Array, ord: float) -> jax.Array:
+  """``||v||_ord`` over the last axis with finite, correct derivatives at and near 0.
+
+  For ``ord=2`` the vector is divided by ``m = max_j |v_j|`` (held constant)
+  before squaring, ``||v||_2 = m ||v / m||_2``, so squares that would
+  underflow (a confident example's tiny gradient) give the right value and
+  the derivative ``v / ||v||``; at ``v = 0`` exactly the value is 0 with
+  derivative 0 (a subgradient), where ``jnp.linalg.norm`` gives NaN.
+  """
+  if ord == 1:
+    return jnp.sum(jnp.abs(v), axis=-1)
+  m = jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=-1, keepdims=True))
+  zero = m == 0
+  scaled = v / jnp.where(zero, jnp.ones_like(m), m)
+  sq = jnp.sum(jnp.square(scaled), axis=-1, keepdims=True)
+  norm = m * jnp.sqrt(jnp.where(zero, jnp.ones_like(sq), sq))
+  return jnp.where(zero, jnp.zeros_like(norm), norm)[..., 0]
+
+
+def _safe_sqrt(s: jax.Array) -> jax.Array:
+  """``sqrt(s)`` for ``s >= 0`` with derivative 0 (not inf, then NaN) at ``s = 0``."""
+  pos = s > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, jnp.ones_like(s))), jnp.zeros_like(s))
 
 
 def input_gradient(
   loss_fn: LossFn,
   apply_fn: ApplyFn,
   params: Params,
-  x: jax.Array,
-  y: jax.Array,
+  x: ArrayLike,
+  y: ArrayLike,
   *,
-  per_example: bool = False,
+  mixes_batch: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Per-example losses ``(B,)`` and their input gradients ``(B, ...)``.
 
-  ``grad_x l_b = J_b^T grad_z l_b``, one VJP of the batched logits (or, with
-  ``per_example=True``, of each example's diagonal block; see
-  :func:`jaxjac.jacobian`).
+  .. math::
+    \\nabla_{x_b} \\ell_b = J_b^\\top \\nabla_{z_b} \\ell(z_b, y_b),
+
+  one VJP of the batched logits (or, with ``mixes_batch=True``, of each
+  example's diagonal block; see :func:`jaxjac.jacobian`).
+
+  Example:
+    >>> import jax.numpy as jnp, jaxjac
+    >>> w = jnp.zeros((3, 2)).at[0, 0].set(2.)  # at x = 0: z = 0, grad_z = (0.5, -0.5)
+    >>> losses, g = jaxjac.input_gradient(jaxjac.softmax_cross_entropy,
+    ...     lambda p, x: x @ p, w, jnp.zeros((1, 3)), jnp.array([1]))
+    >>> g.tolist()  # J^T grad_z with J = w^T: (2 * 0.5, 0, 0)
+    [[1.0, 0.0, 0.0]]
   """
-  f = lambda xb: apply_fn(params, xb)
-  ops = jac_lib._make_ops(f, x, per_example)
+  f = jac_lib.batch_fn(apply_fn, params)
+  ops = jac_lib._make_ops(f, x, mixes_batch)
   logits = f(x)
   losses, g = jax.vmap(jax.value_and_grad(lambda z, t: loss_fn(z[None], t[None])[0]))(logits, y)
   grads = ops.vjp_many(g.reshape(1, x.shape[0], -1))[0]
@@ -89,17 +131,9 @@ def input_gradient(
 
 
 def first_order_robust_loss(
-  loss_fn: LossFn,
-  apply_fn: ApplyFn,
-  params: Params,
-  x: jax.Array,
-  y: jax.Array,
-  *,
-  eps: float,
-  p: float | str,
-  per_example: bool = False,
-  reduction: str = "mean",
-) -> jax.Array:
+  loss_fn: LossFn, apply_fn: ApplyFn, params: Params, x: ArrayLike, y: ArrayLike, *,
+  eps: float, p: float | str, mixes_batch: bool = False, reduction: str = "mean",
+) -> jax.Array:  # fmt: skip
   """First-order approximation of the l_p adversarially robust loss.
 
   .. math::
@@ -113,32 +147,40 @@ def first_order_robust_loss(
     y: targets for ``loss_fn``, leading dim ``B``.
     eps: attack radius, >= 0.
     p: attack norm, ``2`` or ``inf``.
-    per_example: see :func:`jaxjac.jacobian`.
-    reduction: ``"mean"`` (scalar) or ``"none"`` (``(B,)``).
+    mixes_batch: see :func:`jaxjac.jacobian`.
+    reduction: ``"mean"`` (scalar), ``"sum"`` (scalar) or ``"none"`` (``(B,)``).
+
+  The dual norm is computed safely (:func:`safe_norm`): where a confident
+  example's loss gradient is exactly zero (or its squares underflow) the
+  parameter gradient stays finite and correct, instead of NaN for the whole
+  batch.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxjac
+    >>> w = jnp.array([[3.], [4.]])  # two logits: z = (x w, 0)
+    >>> apply_fn = lambda p, x: jnp.concatenate([x @ p, jnp.zeros((x.shape[0], 1))], 1)
+    >>> # At x = 0: loss log 2, grad_z = (0.5, -0.5) for y = 1, grad_x = 0.5 w, norm 2.5.
+    >>> v = jaxjac.first_order_robust_loss(jaxjac.softmax_cross_entropy, apply_fn, w,
+    ...     jnp.zeros((1, 2)), jnp.array([1]), eps=0.1, p=2)
+    >>> round(float(v), 4)  # log 2 + 0.1 * 2.5
+    0.9431
   """
   checks.check_eps(eps)
   q = {2.0: 2, math.inf: 1}[checks.canonical_p(p)]
-  losses, grads = input_gradient(loss_fn, apply_fn, params, x, y, per_example=per_example)
-  dual = jnp.linalg.norm(grads.reshape(x.shape[0], -1), ord=q, axis=-1)
-  return _reduce(losses + eps * dual, reduction)
+  checks.check_choice(reduction, "reduction", REDUCTIONS)
+  checks.check_float_array(x, "x")
+  checks.check_finite(x, "x")
+  losses, grads = input_gradient(loss_fn, apply_fn, params, x, y, mixes_batch=mixes_batch)
+  dual = safe_norm(grads.reshape(x.shape[0], -1), q)
+  return reduce(losses + eps * dual, reduction)
 
 
 def jacobian_surrogate_loss(
-  loss_fn: LossFn,
-  apply_fn: ApplyFn,
-  params: Params,
-  x: jax.Array,
-  y: jax.Array,
-  *,
-  eps: float,
-  p: float | str,
-  grad_bound: float | None = None,
-  key: jax.Array | None = None,
-  estimator: str = "exact",
-  num_projections: int = 1,
-  per_example: bool = False,
+  loss_fn: LossFn, apply_fn: ApplyFn, params: Params, x: ArrayLike, y: ArrayLike, *,
+  eps: float, p: float | str, grad_bound: float | None = None, key: jax.Array | None = None,
+  estimator: str = "exact", num_projections: int = 1, mixes_batch: bool = False,
   reduction: str = "mean",
-) -> jax.Array:
+) -> jax.Array:  # fmt: skip
   """Jacobian-regularized surrogate of the robust loss (Wu and Li 2024).
 
   .. math::
@@ -154,7 +196,7 @@ def jacobian_surrogate_loss(
 
   Args:
     loss_fn: per-example loss ``loss_fn(logits, y) -> (B,)``.
-    apply_fn, params, x, key, estimator, num_projections, per_example: as in
+    apply_fn, params, x, key, estimator, num_projections, mixes_batch: as in
       :func:`jaxjac.jacobian_penalty`.
     y: targets, leading dim ``B``.
     eps: attack radius, >= 0.
@@ -162,24 +204,32 @@ def jacobian_surrogate_loss(
     grad_bound: ``K_p``, a bound on ``||grad_z l||_2`` (p = 2) or
       ``||grad_z l||_inf`` (p = inf); ``None`` takes the softmax
       cross-entropy constants.
-    reduction: ``"mean"`` or ``"none"``.
+    reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+  For ``p = 2`` the square root is taken safely: where ``J_b = 0`` (dead ReLUs,
+  a locally constant model) the parameter gradient is finite (the subgradient
+  0), not NaN.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxjac
+    >>> w = jnp.array([[3.], [4.]])  # J = (w^T; 0): ||J||_F = 5, ||J||_{1,1} = 7
+    >>> apply_fn = lambda p, x: jnp.concatenate([x @ p, jnp.zeros((x.shape[0], 1))], 1)
+    >>> x, y = jnp.zeros((1, 2)), jnp.array([1])
+    >>> ce = jaxjac.softmax_cross_entropy
+    >>> round(float(jaxjac.jacobian_surrogate_loss(ce, apply_fn, w, x, y, eps=0.1, p="inf")), 4)
+    1.3931
   """
   checks.check_eps(eps)
   p = checks.canonical_p(p)
   bound = CE_GRAD_BOUND[p] if grad_bound is None else grad_bound
   checks.check_eps(bound, "grad_bound")
+  checks.check_choice(reduction, "reduction", REDUCTIONS)
   norm = "frobenius" if p == 2.0 else "l11"
-  values = jacobian_penalty_per_example(
-    apply_fn,
-    params,
-    x,
-    key=key,
-    norm=norm,
-    estimator=estimator,
-    num_projections=num_projections,
-    per_example=per_example,
-  )
+  values = jacobian_penalty(
+    apply_fn, params, x, key=key, norm=norm, estimator=estimator,
+    num_projections=num_projections, mixes_batch=mixes_batch, reduction="none",
+  )  # fmt: skip
   if norm == "frobenius":
-    values = jnp.sqrt(values)
+    values = _safe_sqrt(values)
   losses = loss_fn(apply_fn(params, x), y)
-  return _reduce(losses + eps * bound * values, reduction)
+  return reduce(losses + eps * bound * values, reduction)
