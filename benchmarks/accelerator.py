@@ -323,19 +323,25 @@ class Context:
       self._dataset = data.load_mnist(**kwargs)
     return self._dataset
 
+  @property
+  def dirs(self) -> list[str]:
+    """``--out`` first, then the ``--resume_from`` directories (read only)."""
+    return [self.out] + [os.path.abspath(d) for d in self.args.resume_from]
+
   def path(self, part: str, name: str) -> str:
+    """The unit's JSON: where it exists (``--out`` or ``--resume_from``), else in ``--out``."""
+    for d in self.dirs:
+      p = os.path.join(d, part, f"{name}.json")
+      if os.path.exists(p):
+        return p
     return os.path.join(self.out, part, f"{name}.json")
 
   def export(self) -> None:
-    """``--export E``: E/results.tgz with the JSON and markdown files of ``--out``."""
+    """``--export E``: E/results.tgz with the JSON and markdown files of ``--out``, named
+    relative to it (``tar xzf results.tgz -C RESULTS_DIR`` puts them in place)."""
     if not self.args.export:
       return
     os.makedirs(self.args.export, exist_ok=True)
-    arc_root = (
-      os.path.relpath(self.out, ROOT)
-      if self.out.startswith(ROOT + os.sep)
-      else (os.path.basename(self.out))
-    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
       for dirpath, dirnames, files in os.walk(self.out):
@@ -343,7 +349,7 @@ class Context:
         for name in sorted(files):
           if name.endswith((".json", ".md")):
             full = os.path.join(dirpath, name)
-            tar.add(full, arcname=os.path.join(arc_root, os.path.relpath(full, self.out)))
+            tar.add(full, arcname=os.path.relpath(full, self.out))
     tmp = os.path.join(self.args.export, ".results.tgz.tmp")
     with open(tmp, "wb") as f:
       f.write(buf.getvalue())
@@ -486,7 +492,7 @@ def part_bench(ctx: Context) -> None:
       return {"command": cmd, "bench_fp32": ctx.args.bench_fp32, "bench_jr": result}
 
     run_unit(ctx, "bench", name, fn, estimate_s=_bench_estimate(ctx, name))
-  summary = bench_summary([read_json(p) for p in _unit_files(ctx.out, "bench")])
+  summary = bench_summary([read_json(p) for p in _unit_files(ctx.dirs, "bench")])
   if summary["tables"]:
     write_json(os.path.join(ctx.out, "bench", "summary.json"), summary)
     md = bench_markdown(summary)
@@ -496,20 +502,22 @@ def part_bench(ctx: Context) -> None:
     ctx.export()
 
 
-def _unit_files(out: str, part: str) -> list[str]:
-  d = os.path.join(out, part)
-  if not os.path.isdir(d):
-    return []
-  return [
-    os.path.join(d, f)
-    for f in sorted(os.listdir(d))
-    if f.endswith(".json") and not f.endswith(".error.json") and f != "summary.json"
-  ]
+def _unit_files(dirs: str | Sequence[str], part: str) -> list[str]:
+  """The finished units' JSON files of `part` in `dirs` (the first holding a name wins)."""
+  found: dict[str, str] = {}
+  for out in [dirs] if isinstance(dirs, str) else dirs:
+    d = os.path.join(out, part)
+    if not os.path.isdir(d):
+      continue
+    for f in sorted(os.listdir(d)):
+      if f.endswith(".json") and not f.endswith(".error.json") and f != "summary.json":
+        found.setdefault(f, os.path.join(d, f))
+  return [found[f] for f in sorted(found)]
 
 
 def _bench_estimate(ctx: Context, name: str) -> float | None:
   """A finished bench unit's wall time from an earlier call (any name), else none."""
-  times = [read_json(p).get("wall_s") for p in _unit_files(ctx.out, "bench")]
+  times = [read_json(p).get("wall_s") for p in _unit_files(ctx.dirs, "bench")]
   times = [t for t in times if t]
   return 1.2 * max(times) if times else None
 
@@ -764,7 +772,7 @@ def predict_train_s(ctx: Context, name: str, config, start_step: int) -> float |
   unit of cost measured on finished models (this call's and earlier ones'), else none."""
   rates = []
   for part in ("table1", "robust"):
-    for p in _unit_files(ctx.out, part):
+    for p in _unit_files(ctx.dirs, part):
       rec = read_json(p)
       if rec.get("tiny") == ctx.args.tiny and rec.get("s_per_cost_step"):
         rates.append(rec["s_per_cost_step"])
@@ -1032,7 +1040,7 @@ def _model_info(trained: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _eval_estimate(ctx: Context, kind: str) -> float | None:
-  times = [read_json(p) for p in _unit_files(ctx.out, "robust")]
+  times = [read_json(p) for p in _unit_files(ctx.dirs, "robust")]
   times = [
     r["eval_s"]
     for r in times
@@ -1121,7 +1129,7 @@ def part_robust(ctx: Context) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def report_markdown(out: str) -> str:
+def report_markdown(out: str | Sequence[str]) -> str:
   """Markdown tables of the Table-1 and robustness JSON in `out`."""
   lines = []
   rows = [read_json(p) for p in _unit_files(out, "table1")]
@@ -1237,6 +1245,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default=None,
     help="stop cleanly before this many seconds (default: no limit)",
   )
+  p.add_argument(
+    "--resume_from",
+    nargs="*",
+    default=[],
+    help="result directories of earlier calls (read only): their units count as done",
+  )
   p.add_argument("--export", default="", help="write EXPORT/results.tgz after every unit")
   p.add_argument("--models", default="", help="table1/robust: only these models (comma list)")
   p.add_argument(
@@ -1319,7 +1333,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
     elif part == "robust":
       part_robust(ctx)
     else:
-      print(report_markdown(ctx.out), flush=True)
+      print(report_markdown(ctx.dirs), flush=True)
   status = {
     "done": ctx.done,
     "skipped": ctx.skipped,

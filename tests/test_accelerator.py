@@ -194,6 +194,26 @@ def test_table1_stops_at_a_checkpoint_resumes_from_it_and_then_skips(dirs, data_
   assert "train none" not in capsys.readouterr().err
   assert open(os.path.join(dirs[0], "table1", "none.json")).read() == before
 
+  # A fresh --out (a fresh device machine) with the earlier results as --resume_from.
+  fresh = os.path.join(os.path.dirname(dirs[0]), "fresh")
+  status = acc.main(
+    [
+      "table1",
+      "--tiny",
+      "--out",
+      fresh,
+      "--work",
+      dirs[1] + "_fresh",
+      "--models",
+      "none",
+      "--resume_from",
+      dirs[0],
+      *data_args,
+    ]
+  )
+  assert status["skipped"] == ["table1/none"] and not status["done"]
+  assert not os.path.exists(os.path.join(fresh, "table1"))
+
 
 def test_a_budget_too_small_starts_nothing(tmp_path, data_args):
   status = acc.main(
