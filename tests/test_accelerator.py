@@ -238,19 +238,23 @@ def test_a_budget_too_small_starts_nothing(tmp_path, data_args):
 # ----------------------------------------------------------------------------- robust
 
 
-def test_robust_reuses_the_table1_model_trains_pgd_models_and_then_skips(dirs, data_args, capsys):
+def _check_worst(dirs, model, eps):
+  worst = _read(dirs, "robust", f"{model}__worst-linf-{eps:g}")
+  wrep = worst["report"]
+  assert worst["norm"] == "linf" and worst["eps"] == eps
+  assert wrep["worst_case"]["linf"]["eps"] == [eps]
+  every = [v["accuracy"][v["eps"].index(eps)] for v in wrep["attacks"].values()]
+  assert worst["worst_case_accuracy"] <= min(every) <= worst["clean_accuracy"]
+  assert wrep["sanity"] is not None and "passed" in wrep["sanity"]
+
+
+def test_robust_reuses_the_table1_model_and_then_skips(dirs, data_args, capsys):
   _run(dirs, data_args, "table1", "--models", "none")  # done (or skipped) before
   table1 = _read(dirs, "table1", "none")
-  args = ("robust", "--models", "none,at_eps0.1", "--worst", "linf:0.3")
+  args = ("robust", "--models", "none", "--worst", "linf:0.3")
   status = _run(dirs, data_args, *args)
   assert not status["failed"], status
-  assert status["done"] == [
-    "robust/none__curves",
-    "robust/none__worst-linf-0.3",
-    "robust/at_eps0.1__train",
-    "robust/at_eps0.1__curves",
-    "robust/at_eps0.1__worst-linf-0.3",
-  ]
+  assert status["done"] == ["robust/none__curves", "robust/none__worst-linf-0.3"]
   curves = _read(dirs, "robust", "none__curves")
   _check_env(curves)
   assert curves["trained_steps_this_call"] == 0  # restored from the finished Table-1 run
@@ -262,17 +266,27 @@ def test_robust_reuses_the_table1_model_trains_pgd_models_and_then_skips(dirs, d
   pgd = rep["attacks"]["pgd3-ce-linf"]
   assert pgd["eps"] == list(acc.PGD_EPS["linf"])
   assert all(a <= rep["clean_accuracy"] for a in pgd["accuracy"])
+  _check_worst(dirs, "none", 0.3)
 
-  for model in ("none", "at_eps0.1"):
-    worst = _read(dirs, "robust", f"{model}__worst-linf-0.3")
-    wrep = worst["report"]
-    assert worst["norm"] == "linf" and worst["eps"] == 0.3
-    assert wrep["worst_case"]["linf"]["eps"] == [0.3]
-    every = [v["accuracy"][v["eps"].index(0.3)] for v in wrep["attacks"].values()]
-    assert worst["worst_case_accuracy"] <= min(every) <= worst["clean_accuracy"]
-    assert wrep["sanity"] is not None and "passed" in wrep["sanity"]
+  capsys.readouterr()
+  status = _run(dirs, data_args, *args)
+  assert not status["done"] and len(status["skipped"]) == 2
+  assert "train " not in capsys.readouterr().err
+  md = acc.report_markdown(dirs[0])
+  assert "| none |" in md and "linf 0.3" in md
 
+
+@pytest.mark.slow
+def test_robust_trains_a_pgd_model_then_evaluates_it(dirs, data_args):
+  status = _run(dirs, data_args, "robust", "--models", "at_eps0.1", "--worst", "linf:0.1")
+  assert not status["failed"], status
+  assert status["done"] == [
+    "robust/at_eps0.1__train",
+    "robust/at_eps0.1__curves",
+    "robust/at_eps0.1__worst-linf-0.1",
+  ]
   train = _read(dirs, "robust", "at_eps0.1__train")
+  _check_env(train)
   reg = train["config"]["reg"]
   assert (reg["at_norm"], reg["at_eps"], reg["at_weight"], reg["at_steps"]) == (
     "linf",
@@ -282,14 +296,7 @@ def test_robust_reuses_the_table1_model_trains_pgd_models_and_then_skips(dirs, d
   )  # --tiny: 3 PGD steps (40 on the GPU)
   assert reg["at_step_size"] == pytest.approx(2.5 * 0.1 / 40)
   assert train["trained_steps_this_call"] == 24
-
-  capsys.readouterr()
-  status = _run(dirs, data_args, *args)
-  assert not status["done"] and len(status["skipped"]) == 5
-  assert "train " not in capsys.readouterr().err
-
-  md = acc.report_markdown(dirs[0])
-  assert "| none |" in md and "linf 0.3" in md
+  _check_worst(dirs, "at_eps0.1", 0.1)
 
 
 def test_model_configs_follow_the_recipe():
