@@ -124,15 +124,38 @@ def frobenius_exact(model: nn.Module, x: torch.Tensor):
 
 
 def make_train_step(model: nn.Module, *, mode: str, lam: float = 0.01, num_projections: int = 1,
-                    lr: float = 1e-3, seed: int = 0):
+                    lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None):
   """``step(x, y)``: one Adam step on ``CE + lam/2 * penalty``.
 
-  ``mode``: ``"plain"``, ``"projection"`` or ``"exact"``.
+  ``mode``: ``"plain"``, ``"projection"`` or ``"exact"``. ``device``: where the
+  step runs (``"cpu"``, ``"cuda"``, a ``torch.device``); ``None`` takes CUDA
+  when ``torch.cuda.is_available()``, else the CPU. The model is moved there
+  (with ``torch.backends.cudnn.benchmark`` on for CUDA, as XLA autotunes its
+  convolutions too), the projections are drawn there, and an input on another
+  device is copied once per distinct tensor, so a timed loop over one batch
+  times the step, not the copy. The returned loss stays on the device:
+  ``float(loss)`` waits for the step.
   """
+  if device is None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = torch.device(device)
+  model.to(dev)
+  if dev.type == "cuda":
+    torch.backends.cudnn.benchmark = True
   opt = torch.optim.Adam(model.parameters(), lr=lr)
-  gen = torch.Generator().manual_seed(seed)
+  gen = torch.Generator(device=dev).manual_seed(seed)
+  copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+  def on_device(t: torch.Tensor) -> torch.Tensor:
+    if t.device == dev:
+      return t
+    hit = copies.get(id(t))
+    if hit is None or hit[0] is not t:  # the original is kept, so its id is not reused
+      hit = copies[id(t)] = (t, t.to(dev))
+    return hit[1]
 
   def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = on_device(x), on_device(y)
     opt.zero_grad(set_to_none=True)
     if mode == "plain":
       loss = F.cross_entropy(model(x), y)
@@ -140,7 +163,7 @@ def make_train_step(model: nn.Module, *, mode: str, lam: float = 0.01, num_proje
       xg = x.detach().requires_grad_(True)
       if mode == "projection":
         c = model.fc2.out_features if isinstance(model, LeNet) else model.out.out_features
-        v = torch.randn((num_projections, x.shape[0], c), generator=gen)
+        v = torch.randn((num_projections, x.shape[0], c), generator=gen, device=dev)
         v = v / v.norm(dim=-1, keepdim=True)
         pen, z = frobenius_projection(model, xg, v)
       elif mode == "exact":
