@@ -66,8 +66,7 @@ def _linear_apply(params, x):
   return x.reshape(x.shape[0], -1) @ weights + bias[None, :]
 
 
-@pytest.fixture(scope="module")
-def mnist_linear():
+def fit_mnist_linear():
   """A ridge-regression linear classifier fitted on 5000 real MNIST digits, 48 test digits."""
   from jaxjac import data
 
@@ -83,6 +82,11 @@ def mnist_linear():
   params = (jnp.asarray(weights, jnp.float32), jnp.asarray(bias, jnp.float32))
   x, y = jnp.asarray(ds.test_images[:48]), jnp.asarray(ds.test_labels[:48])
   return params, weights, bias, x, y
+
+
+@pytest.fixture(scope="module")
+def mnist_linear():
+  return fit_mnist_linear()
 
 
 # ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ channel (vertical stripes), clipped to the box. Each update picks, per
 example, a window of side ``k`` and sets every pixel of the window, per
 channel, to ``x_best +- 2 eps`` (one random sign per channel), projected on
 the ball and clipped to the box: the window lands on a vertex of the ball.
+Entries whose float difference to ``x`` rounds above ``eps`` are moved one ulp
+towards ``x``, so that ``max |x_adv - x| <= eps`` holds as computed.
 
 **l_2.** The start is a grid of ``h // 5``-sided windows, each filled with the
 pattern ``eta`` (nested squares of weights ``1 / (j + 1)^2``, opposite signs in
@@ -29,14 +31,15 @@ zeroed, and the whole perturbation is rescaled to norm ``eps`` (times
 **Schedule.** The fraction ``p`` of pixels changed starts at ``p_init`` and is
 halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a
 10000-query run, rescaled to the budget (as in the reference code); the side is
-``k = round(sqrt(p h w))``. ``queries`` counts every model evaluation of an
-example: one for the start, ``queries - 1`` updates. An example stops as soon
-as it is misclassified; examples misclassified at ``x`` are not attacked.
+``k = round(sqrt(p h w))`` (``window_sides`` lists them). ``queries`` counts
+every model evaluation of an example: one for the start, ``queries - 1``
+updates. An example stops as soon as it is misclassified; examples
+misclassified at ``x`` are not attacked.
 Windows, signs and transposes are drawn per example from
 ``jax.random.fold_in(fold_in(key, restart), iteration)``; restart ``r > 0``
-attacks only the examples that are still classified correctly. Each phase of
-the schedule is a ``lax.while_loop`` that stops when every example is
-misclassified.
+attacks only the examples that are still classified correctly. The updates
+are one ``lax.while_loop`` (the side is traced: windows are masks over the
+whole image) that stops when every example is misclassified.
 
 ``x`` must be images ``(B, H, W, C)`` (channels last); reshape flat inputs to
 ``(B, 1, d, 1)`` or to a square image.
@@ -86,6 +89,11 @@ def p_selection(p_init: float, it: int, queries: int) -> float:
   return p_init
 
 
+def window_sides(queries: int, p_init: float, h: int, w: int, norm: str) -> list[int]:
+  """The window side of each of the ``queries - 1`` updates."""
+  return [_side(p_selection(p_init, it, queries), h, w, norm) for it in range(queries - 1)]
+
+
 def _side(p: float, h: int, w: int, norm: str) -> int:
   s = int(round(math.sqrt(p * h * w)))
   if norm == "linf":
@@ -95,18 +103,6 @@ def _side(p: float, h: int, w: int, norm: str) -> int:
     if s % 2 == 0:
       s += 1
   return min(s, h, w)
-
-
-def _phases(queries: int, p_init: float, h: int, w: int, norm: str):
-  """``[(start, end, side)]``: consecutive update iterations with the same side."""
-  phases = []
-  for it in range(queries - 1):
-    s = _side(p_selection(p_init, it, queries), h, w, norm)
-    if phases and phases[-1][2] == s:
-      phases[-1][1] = it + 1
-    else:
-      phases.append([it, it + 1, s])
-  return [tuple(ph) for ph in phases]
 
 
 def _eta_rectangles(a: int, b: int) -> np.ndarray:
@@ -170,7 +166,14 @@ def _rand_sign(key, shape, dtype):
 def _rand_corner(key, batch, limit):
   """Per-example top-left corners uniform in ``[0, limit)`` (0 if ``limit == 0``)."""
   u = jax.random.uniform(key, (batch,))
-  return jnp.minimum((u * limit).astype(jnp.int32), max(limit - 1, 0))
+  return jnp.minimum((u * limit).astype(jnp.int32), jnp.maximum(limit - 1, 0))
+
+
+def _inside_linf(x_new, x, eps):
+  """Moves entries whose float ``|x_new - x|`` exceeds ``eps`` by rounding one ulp towards ``x``."""
+  d = x_new - x
+  x_new = jnp.where(d > eps, jnp.nextafter(x_new, x), x_new)
+  return jnp.where(-d > eps, jnp.nextafter(x_new, x), x_new)
 
 
 def _window_mask(vh, vw, s, h, w):
@@ -190,12 +193,16 @@ def _square(apply_fn, params, x, y, eps, key, *, norm, queries, restarts, p_init
   lo, hi = bounds
   bshape = (batch, 1, 1, 1)
   margin = functools.partial(_margin, apply_fn, params, y=y)
-  phases = _phases(queries, p_init, h, w, norm)
+  num_updates = queries - 1
+  sides = np.array(window_sides(queries, p_init, h, w, norm))
+  sides_used = sorted(set(sides.tolist()))
+  side_of = jnp.asarray(sides, jnp.int32)  # the window side of each update
+  index_of = jnp.asarray(np.searchsorted(sides_used, sides), jnp.int32)
 
   def init(k):
     if norm == "linf":
       stripes = _rand_sign(k, (batch, 1, w, ch), dtype)
-      return jnp.clip(x + eps * stripes, lo, hi)
+      return _inside_linf(jnp.clip(x + eps * stripes, lo, hi), x, eps)
     pats, pats_t = _l2_init_patterns(h, w)
     kf, ks = jax.random.split(k)
     flip = jax.random.bernoulli(kf, 0.5, (batch, pats.shape[0])).astype(dtype)
@@ -208,7 +215,7 @@ def _square(apply_fn, params, x, y, eps, key, *, norm, queries, restarts, p_init
     scale = eps * _L2_SHRINK / jnp.maximum(_l2n(delta), 1e-12)
     return jnp.clip(x + delta * scale.reshape(bshape), lo, hi)
 
-  def update_linf(k, x_best, s):
+  def update_linf(k, x_best, s, _):
     k1, k2, k3 = jax.random.split(k, 3)
     vh = _rand_corner(k1, batch, h - s)
     vw = _rand_corner(k2, batch, w - s)
@@ -216,34 +223,39 @@ def _square(apply_fn, params, x, y, eps, key, *, norm, queries, restarts, p_init
     mask = _window_mask(vh, vw, s, h, w)
     x_new = jnp.where(mask, x_best + 2.0 * eps * sign, x_best)
     x_new = jnp.clip(x_new, x - eps, x + eps)
-    return jnp.clip(x_new, lo, hi)
+    return _inside_linf(jnp.clip(x_new, lo, hi), x, eps)
 
-  def update_l2(k, x_best, s):
+  if norm == "l2":  # eta(s) in the top-left corner of an H x W frame, one per side s
+    etas = np.zeros((len(sides_used), 2, h, w))
+    for j, side in enumerate(sides_used):
+      etas[j, 0, :side, :side] = eta_pattern(side)
+      etas[j, 1, :side, :side] = eta_pattern(side).T
+    etas = jnp.asarray(etas, dtype)
+
+  def update_l2(k, x_best, s, j):
     k1, k2, k3, k4, k5, k6 = jax.random.split(k, 6)
     vh = _rand_corner(k1, batch, h - s)
     vw = _rand_corner(k2, batch, w - s)
     vh2 = _rand_corner(k3, batch, h - s)
     vw2 = _rand_corner(k4, batch, w - s)
     delta = x_best - x
-    win = jax.vmap(lambda d, a, b: lax.dynamic_slice(d, (a, b, 0), (s, s, ch)))(
-      delta, vh, vw
-    )  # (B, s, s, C)
-    norm_w1 = jnp.sqrt(jnp.sum(jnp.square(win), axis=(1, 2), keepdims=True))
     mask1 = _window_mask(vh, vw, s, h, w)
     mask2 = _window_mask(vh2, vw2, s, h, w)
+    win = jnp.where(mask1, delta, 0.0)
+    norm_w1 = jnp.sqrt(jnp.sum(jnp.square(win), axis=(1, 2), keepdims=True))  # per channel
     norm_img = _l2n(delta)
     norm_wins = _l2n(jnp.where(mask1 | mask2, delta, 0.0))
-    eta = jnp.asarray(eta_pattern(s), dtype)
-    flip = jax.random.bernoulli(k5, 0.5, (batch, 1, 1, 1))
-    eta_b = jnp.where(flip, eta.T[None, :, :, None], eta[None, :, :, None])
-    new = eta_b * _rand_sign(k6, (batch, 1, 1, ch), dtype) + win / (1e-12 + norm_w1)
+    flip = jax.random.bernoulli(k5, 0.5, (batch,)).astype(jnp.int32)
+    frame = etas[j][flip]  # (B, H, W): eta or its transpose, top-left
+    # Shift to (vh, vw) with one-hot shift matrices: placed[i, j] = frame[i - vh, j - vw].
+    rows = (jnp.arange(h)[None, :, None] - jnp.arange(h)[None, None, :]) == vh[:, None, None]
+    cols = (jnp.arange(w)[None, :, None] - jnp.arange(w)[None, None, :]) == vw[:, None, None]
+    placed = jnp.einsum("bia,bac,bjc->bij", rows.astype(dtype), frame, cols.astype(dtype))
+    new = placed[..., None] * _rand_sign(k6, (batch, 1, 1, ch), dtype) + win / (1e-12 + norm_w1)
     target = jnp.sqrt(jnp.maximum(eps**2 - norm_img**2, 0.0) / ch + norm_wins**2)
     new = new / (1e-12 + jnp.sqrt(jnp.sum(jnp.square(new), axis=(1, 2), keepdims=True)))
     new = new * target.reshape(bshape)
-    delta = jnp.where(mask2, 0.0, delta)
-    delta = jax.vmap(lambda d, n, a, b: lax.dynamic_update_slice(d, n, (a, b, 0)))(
-      delta, new, vh, vw
-    )
+    delta = jnp.where(mask1, new, jnp.where(mask2, 0.0, delta))
     scale = eps * _L2_SHRINK / jnp.maximum(_l2n(delta), 1e-12)
     return jnp.clip(x + delta * scale.reshape(bshape), lo, hi)
 
@@ -255,24 +267,23 @@ def _square(apply_fn, params, x, y, eps, key, *, norm, queries, restarts, p_init
     x_best = init(jax.random.fold_in(kr, queries))
     m = margin(x_best)
     m = jnp.where(fooled, -jnp.inf, m)  # frozen: already misclassified
-    for start, end, s in phases:
 
-      def cond(c, end=end):
-        i, _, m = c
-        return (i < end) & jnp.any(m > 0)
+    def cond(c):
+      i, _, m = c
+      return (i < num_updates) & jnp.any(m > 0)
 
-      def body(c, s=s):
-        i, x_best, m = c
-        x_new = update(jax.random.fold_in(kr, i), x_best, s)
-        m_new = margin(x_new)
-        better = (m > 0) & (m_new < m)
-        return (
-          i + 1,
-          jnp.where(better.reshape(bshape), x_new, x_best),
-          jnp.where(better, m_new, m),
-        )
+    def body(c):
+      i, x_best, m = c
+      x_new = update(jax.random.fold_in(kr, i), x_best, side_of[i], index_of[i])
+      m_new = margin(x_new)
+      better = (m > 0) & (m_new < m)
+      return (
+        i + 1,
+        jnp.where(better.reshape(bshape), x_new, x_best),
+        jnp.where(better, m_new, m),
+      )
 
-      _, x_best, m = lax.while_loop(cond, body, (jnp.asarray(start), x_best, m))
+    _, x_best, m = lax.while_loop(cond, body, (jnp.asarray(0), x_best, m))
     new = (~fooled) & (m <= 0)
     return jnp.where(new.reshape(bshape), x_best, out), fooled | new
 
