@@ -344,7 +344,7 @@ def square(
     >>> x = jnp.full((1, 8, 8, 1), 0.5); y = jnp.array([0])
     >>> x_adv = square(apply_fn, 0.4, x, y, eps=0.3, norm="linf", key=jax.random.key(0),
     ...                queries=100)
-    >>> int(jnp.argmax(apply_fn(0.4, x_adv))), float(jnp.max(jnp.abs(x_adv - x))) <= 0.3
+    >>> int(jnp.argmax(apply_fn(0.4, x_adv))), bool(jnp.max(jnp.abs(x_adv - x)) <= 0.3)
     (1, True)
 
   References:
