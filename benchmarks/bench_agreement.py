@@ -221,6 +221,7 @@ def run_jaxjac(apply_fn, variables, x, y, norm, eps, args, which) -> dict:
     else:
       raise ValueError(f"unknown attack {name!r}")
     out[name] = (robust, time.perf_counter() - t0)
+    print(f"  jaxjac {name}: robust {robust.mean():.3f} in {out[name][1]:.1f} s", flush=True)
   return out
 
 
@@ -292,6 +293,9 @@ def run_torch(model, x, y, norm, eps, args, which) -> dict:
     t0 = time.perf_counter()
     adv = builders[name]()(xt, yt).detach().numpy().transpose(0, 2, 3, 1)
     out[name] = (_robust(predict, adv, x, y, norm, eps), time.perf_counter() - t0)
+    print(
+      f"  torchattacks {name}: robust {out[name][0].mean():.3f} in {out[name][1]:.1f} s", flush=True
+    )
   return out
 
 
