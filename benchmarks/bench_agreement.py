@@ -5,8 +5,8 @@ lambda_JR = 0.01 with one random projection, as ``experiments/configs/jr.py``)
 are attacked on the same MNIST test images by
 
 * jaxjac: ``attacks.apgd`` (APGD-CE), ``attacks.apgd`` with ``loss="dlr"`` and
-  ``target`` for each of the top-9 classes (APGD-T), ``_src.fab.fab`` (FAB-T)
-  and ``_src.square.square`` (Square), and ``jaxjac.evaluate(...,
+  ``target`` for each of the top-9 classes (APGD-T), ``jaxjac.attacks.fab`` (FAB-T)
+  and ``jaxjac.attacks.square`` (Square), and ``jaxjac.evaluate(...,
   suite="standard")`` when it exists;
 * torchattacks (the weights ported with ``benchmarks/torch_ref.py``): ``APGD``
   (CE), ``APGDT`` (``n_classes=10``), ``FAB`` (``multi_targeted=True``) and
@@ -60,8 +60,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jaxjac  # noqa: E402
 from jaxjac import attacks, data, models  # noqa: E402
-from jaxjac._src.fab import fab  # noqa: E402
-from jaxjac._src.square import square  # noqa: E402
+from jaxjac._src.attacks.fab import fab  # noqa: E402
+from jaxjac._src.attacks.square import square  # noqa: E402
 
 DEFAULT_EPS = {"linf": (0.1, 0.3), "l2": (1.0, 2.0)}
 ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")

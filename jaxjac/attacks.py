@@ -1,4 +1,4 @@
-"""Adversarial attacks: jitted FGSM, PGD, APGD and APGD-T for l_inf and l_2 balls.
+"""Adversarial attacks: jitted FGSM, PGD, APGD, APGD-T, FAB-T and Square for l_inf and l_2 balls.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -17,6 +17,8 @@ evaluation (its specs and suites are in :mod:`jaxjac.robustness`).
 
 References:
   Madry et al. arXiv:1706.06083, 2017. Croce, Hein. arXiv:2003.01690, 2020.
+  Croce, Hein. arXiv:1907.02044, 2019 (FAB). Andriushchenko et al. arXiv:1912.00049, 2020
+  (Square).
 """
 
 from jaxjac._src.attacks import LOSSES as LOSSES
@@ -27,9 +29,11 @@ from jaxjac._src.attacks import AttackConfig as AttackConfig
 from jaxjac._src.attacks import apgd as apgd
 from jaxjac._src.attacks import apgd_targeted as apgd_targeted
 from jaxjac._src.attacks import attack_loss as attack_loss
+from jaxjac._src.attacks import fab as fab
 from jaxjac._src.attacks import fgsm as fgsm
 from jaxjac._src.attacks import perturbation_norm as perturbation_norm
 from jaxjac._src.attacks import pgd as pgd
+from jaxjac._src.attacks import square as square
 
 __all__ = (
   "AttackConfig",
@@ -40,7 +44,9 @@ __all__ = (
   "apgd",
   "apgd_targeted",
   "attack_loss",
+  "fab",
   "fgsm",
   "perturbation_norm",
   "pgd",
+  "square",
 )

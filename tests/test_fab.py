@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_MNIST
 
-from jaxjac._src.fab import fab, project_hyperplane_box
+from jaxjac._src.attacks.fab import fab, project_hyperplane_box
 
 FAB_FACTOR = 1.01  # FAB-T's adversarials are within 1% of the minimal distance
 

@@ -286,21 +286,3 @@ def test_attack_outside_the_ball_is_not_counted(monkeypatch):
         linear_apply, params, x, y, key=jax.random.key(0), progress=False, sanity=False,
         attacks=(AttackSpec("s", "square", "linf", (0.1,)),), bounds=INF_BOX,
     )  # fmt: skip
-
-
-def test_missing_fab_module_names_it(monkeypatch):
-  import builtins
-
-  real_import = builtins.__import__
-
-  def no_fab(name, *args, **kwargs):
-    if name == "jaxjac._src.fab":
-      raise ImportError("No module named 'jaxjac._src.fab'")
-    return real_import(name, *args, **kwargs)
-
-  monkeypatch.setattr(registry.importlib, "import_module", lambda n: no_fab(n))
-  params, x, y = problem(n=8)
-  with pytest.raises(ImportError, match="suite='fast'"):
-    jaxjac.evaluate(linear_apply, params, x, y, key=jax.random.key(0), progress=False,
-                    attacks=(AttackSpec("f", "fab-t", "linf", (0.1,), num_targets=2),),
-                    sanity=False)  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from test_fab import _linear_apply, _min_distance, fit_mnist_linear
 
 from jaxjac import attacks
-from jaxjac._src.square import eta_pattern, p_selection, square, window_sides
+from jaxjac._src.attacks.square import eta_pattern, p_selection, square, window_sides
 
 
 @pytest.fixture(scope="module")

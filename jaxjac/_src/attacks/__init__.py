@@ -4,7 +4,9 @@
 * :mod:`.losses`: the attack objectives and the success criterion;
 * :mod:`.core`: the jitted loops (FGSM, PGD, APGD) and how a point is chosen;
 * :mod:`.validation`: the one validation path (also used by the evaluation);
-* :mod:`.api`: the public functions.
+* :mod:`.api`: the public gradient-based attacks;
+* :mod:`.fab`: FAB-T, the targeted minimum-norm attack;
+* :mod:`.square`: Square, the score-based (gradient-free) attack.
 """
 
 from jaxjac._src.attacks.api import apgd as apgd
@@ -14,7 +16,9 @@ from jaxjac._src.attacks.api import pgd as pgd
 from jaxjac._src.attacks.core import METHODS as METHODS
 from jaxjac._src.attacks.core import SELECTS as SELECTS
 from jaxjac._src.attacks.core import AttackConfig as AttackConfig
+from jaxjac._src.attacks.fab import fab as fab
 from jaxjac._src.attacks.losses import LOSSES as LOSSES
 from jaxjac._src.attacks.losses import attack_loss as attack_loss
 from jaxjac._src.attacks.norms import NORMS as NORMS
 from jaxjac._src.attacks.norms import perturbation_norm as perturbation_norm
+from jaxjac._src.attacks.square import square as square

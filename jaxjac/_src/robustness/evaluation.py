@@ -247,7 +247,6 @@ def evaluate(
   names = [s.name for s in specs]
   if len(set(names)) != len(names):
     raise ValueError(f"`attacks` must have unique names, got {names}.")
-  registry.require(s.method for s in specs)
   extra_jobs = {}
   if sanity and specs:
     large = _large_eps(large_eps, images, bounds, {s.norm for s in specs})

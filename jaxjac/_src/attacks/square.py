@@ -63,7 +63,7 @@ import numpy as np
 from jax import lax
 
 from jaxjac._src import checks
-from jaxjac._src.fab import check_inputs, check_typed_key
+from jaxjac._src.attacks.fab import check_inputs, check_typed_key
 
 NORMS = ("linf", "l2")
 

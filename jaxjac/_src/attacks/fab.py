@@ -64,12 +64,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxjac._src import checks
-
-NORMS = ("linf", "l2")
+from jaxjac._src.attacks import validation
+from jaxjac._src.attacks.norms import NORMS
 
 ALPHA_MAX = 0.1
 ETA = 1.05
@@ -82,83 +81,33 @@ _BISECTIONS = 36  # on log r: a relative bracket of 40 / 2^36 ~ 6e-10
 # Validation shared with the Square attack.
 
 
-def _is_concrete(a: Any) -> bool:
-  return not isinstance(a, jax.core.Tracer)
+def check_inputs(apply_fn, params, x, y, *, eps, norm, bounds) -> tuple[int, tuple[float, float]]:
+  """Validates the arguments FAB-T and Square share; returns ``(num_classes, bounds)``.
 
-
-def check_apply_fn(apply_fn: Any) -> None:
-  """Raises TypeError unless ``apply_fn`` is callable and hashable (a static argument)."""
-  if not callable(apply_fn):
-    raise TypeError(f"`apply_fn` must be callable as apply_fn(params, x), got {apply_fn!r}.")
-  try:
-    hash(apply_fn)
-  except TypeError:
-    raise TypeError(
-      "`apply_fn` must be hashable (it is a static argument of the jitted attack); "
-      "pass e.g. `model.apply` or a module-level function."
-    ) from None
+  The checks are the attacks' own (:mod:`jaxjac._src.attacks.validation`), with a finite
+  box (both attacks sample inside it).
+  """
+  validation.check_apply_fn(apply_fn)
+  checks.check_choice(norm, "norm", NORMS)
+  bounds = validation.check_bounds(bounds)
+  if not all(math.isfinite(b) for b in bounds):
+    raise ValueError(f"`bounds` must be finite with low < high, got {bounds!r}.")
+  validation.check_scalar(eps, "eps")
+  classes = validation.check_inputs(apply_fn, params, x, y, bounds=bounds)
+  if classes < 2:
+    raise ValueError(f"`apply_fn` must return logits of shape (B, C) with C >= 2, got C={classes}.")
+  return classes, bounds
 
 
 def check_typed_key(key: Any) -> None:
-  """Raises TypeError unless ``key`` is a typed PRNG key (``jax.random.key``)."""
+  """Raises unless ``key`` is one typed PRNG key (``jax.random.key``)."""
   dtype = getattr(key, "dtype", None)
   if dtype is None or not jnp.issubdtype(dtype, jax.dtypes.prng_key):
     raise TypeError(
       f"`key` must be a typed PRNG key, e.g. `jax.random.key(0)`, got {key!r:.80} "
       "(legacy uint32 keys from `jax.random.PRNGKey` are not accepted)."
     )
-  if np.shape(key) != ():
-    raise ValueError(f"`key` must be a single key (shape ()), got shape {np.shape(key)}.")
-
-
-def check_finite_bounds(bounds: Any) -> tuple[float, float]:
-  """Returns ``bounds`` as finite floats ``low < high``, else raises."""
-  try:
-    lo, hi = (float(b) for b in bounds)
-  except (TypeError, ValueError):
-    raise TypeError(f"`bounds` must be a pair of floats (low, high), got {bounds!r}.") from None
-  if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-    raise ValueError(f"`bounds` must be finite with low < high, got {bounds!r}.")
-  return lo, hi
-
-
-def check_inputs(apply_fn, params, x, y, *, eps, norm, bounds) -> tuple[int, tuple[float, float]]:
-  """Validates the common arguments; returns ``(num_classes, bounds)``."""
-  check_apply_fn(apply_fn)
-  checks.check_choice(norm, "norm", NORMS)
-  bounds = check_finite_bounds(bounds)
-  checks.check_float_array(x, "x", min_ndim=2)
-  if np.ndim(eps) != 0:
-    raise ValueError(f"`eps` must be a scalar, got shape {np.shape(eps)}.")
-  checks.check_eps(eps)
-  out_shape = checks.batch_output_shape(lambda xb: apply_fn(params, xb), x)
-  if len(out_shape) != 2 or out_shape[1] < 2:
-    raise ValueError(f"`apply_fn` must return logits of shape (B, C) with C >= 2, got {out_shape}.")
-  num_classes = out_shape[1]
-  batch = x.shape[0]
-  dtype = getattr(y, "dtype", None)
-  if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
-    raise TypeError(f"`y` must be an integer array of class indices, got {y!r:.80}.")
-  if tuple(np.shape(y)) != (batch,):
-    raise ValueError(f"`y` must have shape ({batch},) like x's batch, got {np.shape(y)}.")
-  if _is_concrete(y) and batch:
-    values = np.asarray(y)
-    if values.min() < 0 or values.max() >= num_classes:
-      raise ValueError(
-        f"`y` must lie in [0, {num_classes}) for logits with {num_classes} classes, "
-        f"got values in [{values.min()}, {values.max()}]."
-      )
-  if _is_concrete(x) and np.size(x):
-    values = np.asarray(x)
-    lo, hi = float(values.min()), float(values.max())
-    if math.isnan(lo) or math.isnan(hi):
-      raise ValueError("`x` contains NaN.")
-    if lo < bounds[0] or hi > bounds[1]:
-      raise ValueError(
-        f"`x` must lie in the box bounds={bounds}, got values in [{lo:.6g}, {hi:.6g}]; "
-        "rescale the inputs or pass `bounds`."
-      )
-  return num_classes, bounds
+  validation.check_key(key, needed_by="the attack's random draws")
 
 
 # ----------------------------------------------------------------------------
