@@ -140,6 +140,14 @@ def restore_latest(
       state = meta = step = None
   finally:
     mngr.close()
+  if step is None and failures:
+    reasons = "; ".join(f"step {s}: {why}" for s, why in failures)
+    raise CheckpointError(
+      f"no intact checkpoint in {checkpoint_dir(workdir)}: steps "
+      f"{[s for s, _ in failures]} all fail to restore or verify ({reasons}). Restart the run "
+      f"in a new workdir, or delete {checkpoint_dir(workdir)} to train this one again from "
+      "step 0."
+    )
   for bad, why in failures:
     msg = f"checkpoint at step {bad} in {checkpoint_dir(workdir)} is damaged ({why})"
     if move_damaged:
@@ -149,13 +157,7 @@ def restore_latest(
       os.makedirs(os.path.dirname(dest), exist_ok=True)
       shutil.move(os.path.join(checkpoint_dir(workdir), str(bad)), dest)
       msg += f"; moved to {dest}"
-    warnings.warn(f"{msg}; falling back to an older checkpoint.", stacklevel=2)
-  if step is None and failures:
-    raise CheckpointError(
-      f"no intact checkpoint in {checkpoint_dir(workdir)}: steps "
-      f"{[s for s, _ in failures]} all fail to restore or verify. Restart the run in a new "
-      f"workdir, or delete {checkpoint_dir(workdir)} to train this one again from step 0."
-    )
+    warnings.warn(f"{msg}; falling back to the checkpoint at step {step}.", stacklevel=2)
   return None if step is None else (state, meta, step)
 
 
