@@ -1,6 +1,7 @@
-"""Training: the jitted step against independent references, the NaN guard,
-resume == uninterrupted, the tiny variant of every config end to end, the
-learning-rate quenches, and that JR lowers the Jacobian norm several-fold."""
+"""The training loop: the tiny variant of every config end to end, the learning-rate
+quenches, the subset rule, each process's share of the batches, the shared metrics,
+and that JR lowers the Jacobian norm several-fold. (The step: test_train_step.py;
+resumes: test_resume.py; damaged checkpoints: test_checkpoint.py.)"""
 
 import importlib.util
 import json
@@ -10,7 +11,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -47,62 +47,6 @@ def _copy(tree):
 
 
 # ----------------------------------------------------------------------------- loop
-
-
-class _Interrupt(Exception):
-  pass
-
-
-def _interrupt_at(n):
-  def hook(step):
-    if step == n:
-      raise _Interrupt(step)
-
-  return hook
-
-
-def test_resume_equals_uninterrupted(mnist5k, tmp_path):
-  """Interrupted at step 20 (last checkpoint 18, mid-epoch: 16 steps per epoch),
-  resumed to step 24: the same final parameters, bitwise, and the same metrics."""
-  config = training.tiny(training.default_config())
-  config.model.dropout_rate = 0.3
-  config.reg.jr_lambda = 0.05
-  config.checkpoint_every = 6
-  config.log_every = 2
-  full = training.train(config, str(tmp_path / "full"), dataset=mnist5k)
-
-  work = str(tmp_path / "resumed")
-  with pytest.raises(_Interrupt):
-    training.train(config, work, dataset=mnist5k, on_step=_interrupt_at(20))
-  with pytest.raises(ValueError, match="already holds checkpoints"):
-    training.train(config, work, dataset=mnist5k)
-  changed = ml_collections.ConfigDict(config.to_dict())
-  changed.reg.jr_lambda = 0.1
-  with pytest.raises(ValueError, match=r"differs .* in \['reg.jr_lambda'\]"):
-    training.train(changed, work, dataset=mnist5k, resume=True)
-  resumed = training.train(config, work, dataset=mnist5k, resume=True)
-
-  assert int(resumed.state.step) == int(full.state.step) == 24
-  for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert resumed.summary["test_accuracy"] == full.summary["test_accuracy"]
-  assert resumed.summary["heldout_jacobian_fro"] == full.summary["heldout_jacobian_fro"]
-
-  def train_records(workdir):
-    return [
-      {k: v for k, v in r.items() if k != "examples_per_sec"}
-      for r in training.read_metrics(workdir)
-      if r["kind"] in ("train", "heldout")
-    ]
-
-  assert train_records(work) == train_records(str(tmp_path / "full"))
-  starts = [r for r in training.read_metrics(work) if r["kind"] == "start"]
-  assert [(r["step"], r["resumed"]) for r in starts] == [(0, False), (18, True)]
-  restored = training.restore_checkpoint(work, full.state, step=24)
-  for a, b in zip(
-    jax.tree.leaves(full.state.params), jax.tree.leaves(restored.params), strict=True
-  ):
-    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.basename(p)[:-3])
@@ -265,3 +209,41 @@ def test_split_indices_are_the_examples_train_used(mnist5k, tmp_path):
   other.data.train_size = mnist5k.num_train + 1
   with pytest.raises(ValueError, match="config.data.train_size"):
     training.split_indices(other, mnist5k)
+
+
+def test_each_process_loads_its_host_shard_of_every_global_batch(mnist5k, monkeypatch):
+  """With 2 processes, process 1 gets the second half of each global batch, in the
+  single-process order (jaxjac.sharding.host_shard of the batch)."""
+  from jaxjac._src.training import loop
+
+  config = training.tiny(training.default_config())
+  dataset = loop._load_data(config, mnist5k)
+  spe = data.steps_per_epoch(len(dataset.train_y), config.batch_size)
+  one = list(loop._host_batches(config, dataset, 14, spe, 18))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  two = list(loop._host_batches(config, dataset, 14, spe, 18))
+  assert [s for s, _ in one] == [s for s, _ in two] == [15, 16, 17, 18]
+  for (_, (x1, y1)), (_, (x2, y2)) in zip(one, two, strict=True):
+    np.testing.assert_array_equal(x2, x1[16:])
+    np.testing.assert_array_equal(y2, y1[16:])
+  assert not np.array_equal(one[1][1][1], one[2][1][1])  # epoch 1 starts a new order
+
+
+def test_shared_metrics_against_direct_computation(mnist5k):
+  """accuracy and mean ||J||_F over batches (a short last batch) equal the one-shot
+  values; to_jsonable turns arrays and non-finite floats into JSON."""
+  config = training.tiny(training.default_config())
+  state = training.create_train_state(config, key=jax.random.key(0), steps_per_epoch=1)
+  params = {"params": state.params}
+  x, y = mnist5k.test_images[:70], mnist5k.test_labels[:70]
+  logits = state.apply_fn(params, x)
+  want = float(np.mean(np.argmax(logits, -1) == y))
+  assert training.accuracy(state.apply_fn, params, x, y, batch_size=32) == pytest.approx(want)
+  jac = jax.vmap(lambda xi: jax.jacfwd(lambda v: state.apply_fn(params, v[None])[0])(xi))(x)
+  fro = float(np.mean(np.sqrt(np.sum(np.square(np.asarray(jac, np.float64)), axis=(1, 2, 3, 4)))))
+  got = training.jacobian_frobenius_norm(state.apply_fn, params, x, batch_size=32)
+  assert got == pytest.approx(fro, rel=1e-5)
+  assert json.dumps(training.to_jsonable({"a": np.array([np.nan, 1.0]), "b": (np.int32(2),)})) == (
+    '{"a": ["nan", 1.0], "b": [2]}'
+  )
