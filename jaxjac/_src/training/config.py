@@ -97,14 +97,8 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.loss = ml_collections.ConfigDict({"name": "ce", "eps": 0.0, "p": 2.0, "estimator": "exact"})
   c.reg = ml_collections.ConfigDict(Regularizer()._replace(at_step_size=0.0)._asdict())
-  c.log_every = 50
-  c.heldout_every = 600
-  c.heldout_size = 100
-  c.eval_batch_size = 1000
-  c.checkpoint_every = 1000
-  c.keep_checkpoints = 3
-  c.progress_bar = True
-  c.num_devices = 1
+  logging = {"log_every": 50, "heldout_every": 600, "heldout_size": 100, "eval_batch_size": 1000}
+  c.update(logging, checkpoint_every=1000, keep_checkpoints=3, progress_bar=True, num_devices=1)
   return c
 
 
@@ -126,12 +120,8 @@ def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_steps = 24
   c.optimizer.quench_epochs = ()
   c.reg.at_steps = min(config.reg.at_steps, 3)
-  c.log_every = 8
-  c.heldout_every = 8
-  c.heldout_size = 32
-  c.eval_batch_size = 256
-  c.checkpoint_every = 8
-  c.progress_bar = False
+  c.update({"log_every": 8, "heldout_every": 8, "heldout_size": 32, "eval_batch_size": 256})
+  c.update(checkpoint_every=8, progress_bar=False)
   return c
 
 

@@ -265,6 +265,112 @@ def _write_summary(workdir: str, writer: MetricsWriter, summary: dict[str, Any])
   writer.write({"kind": "final", **summary})
 
 
+class _Run:
+  """One training run's moving parts: the compiled step, the logger, evaluation, saves."""
+
+  def __init__(self, config, workdir, data: _Data, writer: MetricsWriter, *, start, **sizes):
+    self.config, self.workdir, self.data, self.writer = config, workdir, data, writer
+    self.spe, self.total = sizes["steps_per_epoch"], sizes["total"]
+    self.start = self.step = start
+    self.saved_step = start if start > 0 else None
+    self.mngr = ckpt.open_manager(workdir, keep=config.keep_checkpoints)
+    self.evaluator = _Evaluator(config, data)
+
+  def compile(self, state: TrainState, key: jax.Array) -> TrainState:
+    b = self.config.batch_size
+    example = (self.data.train_x[:b], self.data.train_y[:b])
+    self.compiled, self.place, state, self.key, self.compile_s = _compile(
+      self.config, state, example, key
+    )
+    return state
+
+  def begin(self, meta: dict | None, *, resumed: bool) -> None:
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    config = self.config
+    self.bar = tqdm(
+      total=self.total, initial=self.start, disable=not config.progress_bar, unit="step"
+    )
+    show = lambda m: self.bar.set_postfix(
+      loss=f"{m['loss']:.4f}", acc=f"{m.get('accuracy', 0):.3f}"
+    )
+    self.log = MetricsLogger(
+      self.writer, batch_size=config.batch_size, steps_per_epoch=self.spe, on_record=show
+    )
+    if meta is not None:
+      self.log.load_state_dict(meta["logger"])
+    self.writer.write(
+      {
+        "kind": "start",
+        "step": self.start,
+        "total_steps": self.total,
+        "steps_per_epoch": self.spe,
+        "compile_s": self.compile_s,
+        "resumed": resumed,
+        **self._data_fields(),
+      }
+    )
+
+  def _data_fields(self) -> dict[str, Any]:
+    return {
+      "num_train": int(self.data.train_x.shape[0]),
+      "num_test": int(self.data.test_x.shape[0]),
+      "data_source": self.data.source,
+    }
+
+  def _save(self, state: TrainState) -> None:
+    ckpt.save_checkpoint(self.mngr, state, {"logger": self.log.state_dict()})
+    self.saved_step = self.step
+
+  def steps(self, state: TrainState, on_step: Callable[[int], None] | None) -> TrainState:
+    """Trains from ``start`` to ``total``: logs, evaluates and checkpoints on schedule."""
+    config, log, spe = self.config, self.log, self.spe
+    for step, batch in _host_batches(config, self.data, self.start, spe, self.total):
+      state, step_metrics = self.compiled(state, self.place(batch), self.key)
+      self.step = step
+      log.add(step, step_metrics)
+      self.bar.update(1)
+      end_epoch = step % spe == 0
+      if step % config.log_every == 0 or end_epoch or step == self.total:
+        log.flush(step)
+      if (config.heldout_every and step % config.heldout_every == 0) or end_epoch:
+        log.flush(step)
+        log.heldout(step, self.evaluator.heldout(state))
+      if end_epoch:
+        log.epoch(step, self.evaluator.test_accuracy(state))
+      if step % config.checkpoint_every == 0:
+        log.flush(step)
+        self._save(state)
+        log.restart_timer()
+      if on_step is not None:
+        on_step(step)
+    log.flush(self.step)
+    self.bar.close()
+    if self.saved_step != self.step:
+      self._save(state)
+    return state
+
+  def finish(self, state: TrainState) -> dict[str, Any]:
+    """The summary (written to ``summary.json`` and the ``final`` record)."""
+    log, step = self.log, self.step
+    if log.heldout_fro is None or step % self.spe != 0:
+      log.heldout_fro = self.evaluator.heldout(state)
+      log.test_accuracy = self.evaluator.test_accuracy(state)
+    summary = {
+      "step": step,
+      "total_steps": self.total,
+      "epochs": step / self.spe,
+      "test_accuracy": log.test_accuracy,
+      "heldout_jacobian_fro": log.heldout_fro,
+      "train": log.last_train,
+      "compile_s": self.compile_s,
+      "examples_per_sec": log.examples_per_sec(),
+      **self._data_fields(),
+    }
+    _write_summary(self.workdir, self.writer, summary)
+    return summary
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -335,77 +441,17 @@ def train(
     return TrainResult(state, summary)
   if resume and has_checkpoints:
     print(f"jaxjac: resuming {workdir} from step {start} of {total}.", flush=True)
-  mngr = ckpt.open_manager(workdir, keep=config.keep_checkpoints)
   writer = MetricsWriter(
     os.path.join(workdir, METRICS_FILE), truncate_after=start if resume else None
   )
-  step, saved_step = start, (start if start > 0 else None)
+  run = _Run(config, workdir, data, writer, start=start, steps_per_epoch=spe, total=total)
   try:
-    example = (data.train_x[: config.batch_size], data.train_y[: config.batch_size])
-    compiled, place, state, key, compile_s = _compile(config, state, example, train_key)
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit="step")
-    show = lambda m: bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m.get('accuracy', 0):.3f}")
-    log = MetricsLogger(writer, batch_size=config.batch_size, steps_per_epoch=spe, on_record=show)
-    if meta is not None:
-      log.load_state_dict(meta["logger"])
-    writer.write(
-      {
-        "kind": "start",
-        "step": start,
-        "total_steps": total,
-        "steps_per_epoch": spe,
-        "num_train": int(data.train_x.shape[0]),
-        "num_test": int(data.test_x.shape[0]),
-        "data_source": data.source,
-        "compile_s": compile_s,
-        "resumed": bool(resume and has_checkpoints),
-      }
-    )
-    evaluator = _Evaluator(config, data)
-    for step, batch in _host_batches(config, data, start, spe, total):
-      state, step_metrics = compiled(state, place(batch), key)
-      log.add(step, step_metrics)
-      bar.update(1)
-      end_epoch = step % spe == 0
-      if step % config.log_every == 0 or end_epoch or step == total:
-        log.flush(step)
-      if (config.heldout_every and step % config.heldout_every == 0) or end_epoch:
-        log.flush(step)
-        log.heldout(step, evaluator.heldout(state))
-      if end_epoch:
-        log.epoch(step, evaluator.test_accuracy(state))
-      if step % config.checkpoint_every == 0:
-        log.flush(step)
-        ckpt.save_checkpoint(mngr, state, {"logger": log.state_dict()})
-        saved_step = step
-        log.restart_timer()
-      if on_step is not None:
-        on_step(step)
-    log.flush(step)
-    bar.close()
-    if saved_step != step:
-      ckpt.save_checkpoint(mngr, state, {"logger": log.state_dict()})
-    if log.heldout_fro is None or step % spe != 0:
-      log.heldout_fro, log.test_accuracy = evaluator.heldout(state), evaluator.test_accuracy(state)
-    summary = {
-      "step": step,
-      "total_steps": total,
-      "epochs": step / spe,
-      "test_accuracy": log.test_accuracy,
-      "heldout_jacobian_fro": log.heldout_fro,
-      "train": log.last_train,
-      "compile_s": compile_s,
-      "examples_per_sec": log.examples_per_sec(),
-      "data_source": data.source,
-      "num_train": int(data.train_x.shape[0]),
-      "num_test": int(data.test_x.shape[0]),
-    }
-    _write_summary(workdir, writer, summary)
-    return TrainResult(state, summary)
+    state = run.compile(state, train_key)
+    run.begin(meta, resumed=bool(resume and has_checkpoints))
+    state = run.steps(state, on_step)
+    return TrainResult(state, run.finish(state))
   except KeyboardInterrupt:
-    raise TrainingInterrupted(workdir, step, saved_step) from None
+    raise TrainingInterrupted(workdir, run.step, run.saved_step) from None
   finally:
     writer.close()
-    mngr.close()
+    run.mngr.close()
