@@ -71,7 +71,7 @@ def _interrupted_after(full, checkpoint, dest):
   return dest
 
 
-@pytest.mark.parametrize("checkpoint", [5, 15, 20])
+@pytest.mark.parametrize("checkpoint", [5, pytest.param(15, marks=pytest.mark.slow), 20])
 def test_resume_from_any_checkpoint_equals_uninterrupted(
   checkpoint, full, mnist5k, tmp_path, capsys
 ):
