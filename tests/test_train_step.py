@@ -351,42 +351,47 @@ def test_sub_batch_jr_is_unbiased(mnist5k):
   model, state = _tiny_state(0.0, x)
   variables = {"params": state.params}
   reg = training.Regularizer(jr_lambda=1.0, jr_estimator="exact", jr_fraction=0.25)
-  estimate = jax.jit(
-    jax.vmap(lambda k: step_lib._jr_estimate(reg, model.apply, variables, x, k, 0))
-  )
+  estimate = jax.jit(jax.vmap(lambda k: step_lib._jr_estimate(reg, model.apply, variables, x, k)))
   values = np.asarray(estimate(jax.random.split(jax.random.key(0), 4000)), np.float64)
   full = float(jaxjac.jacobian_penalty(model.apply, variables, x, estimator="exact"))
   se = values.std() / np.sqrt(len(values))
   assert values.std() > 0.05 * full
   assert abs(values.mean() - full) < 4 * se, (values.mean(), full, se)
   one = step_lib._jr_estimate(
-    reg._replace(jr_fraction=1.0), model.apply, variables, x, jax.random.key(1), 0
+    reg._replace(jr_fraction=1.0), model.apply, variables, x, jax.random.key(1)
   )
   np.testing.assert_allclose(one, full, rtol=1e-6)
 
 
 def test_lazy_jr_weights_k_every_k_steps_without_recompiling(mnist5k):
   """jr_every = 3: step s's update equals the full-JR step with weight 3 lambda when
-  s % 3 == 0 and the plain step otherwise (same keys); one trace, one compilation."""
+  s % 3 == 0 and the plain step otherwise (same keys); two programs chosen on the host,
+  each traced and compiled once."""
   x, y = _batch(mnist5k)
   _, state = _tiny_state(0.0, x)
   key = jax.random.key(7)
   reg = training.Regularizer(jr_lambda=0.1, jr_estimator="projection", jr_every=3)
   lazy = training.make_train_step(reg)
 
-  def lazy_step(state, batch, key):
+  def lazy_step(state, batch, key, jr_on):
     return step_lib._train_step(
-      state, batch, key, reg=reg, loss_fn=step_lib.cross_entropy_loss, custom_loss=False
+      state,
+      batch,
+      key,
+      reg=reg,
+      loss_fn=step_lib.cross_entropy_loss,
+      custom_loss=False,
+      jr_on=jr_on,
     )
 
-  traced = jax.jit(chex.assert_max_traces(lazy_step, n=1))
+  traced = jax.jit(chex.assert_max_traces(lazy_step, n=2), static_argnums=3)
   weighted = training.make_train_step(reg._replace(jr_every=1, jr_lambda=0.3))
   plain = training.make_train_step(reg._replace(jr_lambda=0.0))
   full_penalty = training.make_train_step(reg._replace(jr_every=1))
   for s in range(7):
     at_s = state.replace(step=jnp.asarray(s, jnp.int32))
     params, metrics = _first_update(lazy, at_s, (x, y), key)
-    traced(_copy(at_s), (x, y), key)
+    traced(_copy(at_s), (x, y), key, s % 3 == 0)
     active = s % 3 == 0
     want, _ = _first_update(weighted if active else plain, at_s, (x, y), key)
     _assert_trees_close(params, want, tol(1e-7))
@@ -395,7 +400,8 @@ def test_lazy_jr_weights_k_every_k_steps_without_recompiling(mnist5k):
     np.testing.assert_allclose(
       metrics["loss"], metrics["ce"] + 0.05 * metrics["penalty"], rtol=1e-6
     )
-  assert lazy._cache_size() == 1
+  assert isinstance(lazy, training.LazyTrainStep)
+  assert lazy.on._cache_size() == lazy.off._cache_size() == 1  # two programs, no recompiles
 
 
 def test_amortized_jr_config_errors():

@@ -45,6 +45,7 @@ from jaxjac._src.training.state import TrainState as TrainState
 from jaxjac._src.training.state import create_train_state as create_train_state
 from jaxjac._src.training.state import make_model as make_model
 from jaxjac._src.training.state import make_optimizer as make_optimizer
+from jaxjac._src.training.step import LazyTrainStep as LazyTrainStep
 from jaxjac._src.training.step import check_finite as check_finite
 from jaxjac._src.training.step import cross_entropy_loss as cross_entropy_loss
 from jaxjac._src.training.step import l2_penalty as l2_penalty

@@ -36,7 +36,7 @@ from jaxjac._src.training.metrics_log import (
   read_metrics,
 )
 from jaxjac._src.training.state import TrainState, create_train_state
-from jaxjac._src.training.step import TrainStepFn, make_train_step
+from jaxjac._src.training.step import LazyTrainStep, TrainStepFn, make_train_step
 
 SUMMARY_FILE = "summary.json"
 
@@ -208,7 +208,11 @@ def _compile(
     raise ValueError("`config.num_devices` must be 0 (all devices) in a multi-process run, got 1.")
   if mesh is not None:
     sharding_lib.host_batch_size(config.batch_size, mesh)
-    step_fn = sharding_lib.shard_train_step(step_fn, mesh)
+    if isinstance(step_fn, LazyTrainStep):
+      shard = lambda fn: sharding_lib.shard_train_step(fn, mesh)
+      step_fn = LazyTrainStep(shard(step_fn.on), shard(step_fn.off), step_fn.every)
+    else:
+      step_fn = sharding_lib.shard_train_step(step_fn, mesh)
     state, key = sharding_lib.replicate((state, key), mesh)
     place = lambda batch: sharding_lib.shard_batch(batch, mesh)
   t0 = time.perf_counter()

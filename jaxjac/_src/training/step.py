@@ -145,29 +145,18 @@ def _sub_batch(x: jax.Array, fraction: float, key: jax.Array) -> jax.Array:
   return x[jax.random.choice(key, b, (m,), replace=False)]
 
 
-def _jr_estimate(reg: Regularizer, logits_fn: LogitsFn, variables, x, key, step) -> jax.Array:
-  """``hat R_s(x)`` of the module docstring: sub-batch, then lazy, penalty."""
-
-  def penalty(v):
-    xs = _sub_batch(x, reg.jr_fraction, jax.random.fold_in(key, 2))
-    return jacobian_penalty(
-      logits_fn,
-      v,
-      xs,
-      key=key,
-      norm=reg.jr_norm,
-      estimator=reg.jr_estimator,
-      num_projections=reg.jr_num_projections,
-      per_example=reg.jr_per_example,
-    )
-
-  if reg.jr_every == 1:
-    return penalty(variables)
-  return jax.lax.cond(
-    step % reg.jr_every == 0,
-    lambda v: reg.jr_every * penalty(v),
-    lambda v: jnp.zeros((), jnp.result_type(float)),
+def _jr_estimate(reg: Regularizer, logits_fn: LogitsFn, variables, x, key) -> jax.Array:
+  """The (sub-batch) penalty ``(1/m) sum_{b in S} N(J_b)`` of the module docstring."""
+  xs = _sub_batch(x, reg.jr_fraction, jax.random.fold_in(key, 2))
+  return jacobian_penalty(
+    logits_fn,
     variables,
+    xs,
+    key=key,
+    norm=reg.jr_norm,
+    estimator=reg.jr_estimator,
+    num_projections=reg.jr_num_projections,
+    per_example=reg.jr_per_example,
   )
 
 
@@ -213,6 +202,7 @@ def _train_step(
   reg: Regularizer,
   loss_fn: LossFn,
   custom_loss: bool,
+  jr_on: bool = True,
 ) -> tuple[TrainState, Metrics]:
   x, y = batch
   k_dropout, k_jr, k_at = step_keys(key, state.step)
@@ -234,9 +224,11 @@ def _train_step(
       aux["adv_ce"] = jnp.mean(softmax_cross_entropy(adv_logits, y))
       aux["adv_accuracy"] = jnp.mean(jnp.argmax(adv_logits, -1) == y)
       loss = (1.0 - reg.at_weight) * loss + reg.at_weight * aux["adv_ce"]
-    if reg.jr_lambda > 0:
-      aux["penalty"] = _jr_estimate(reg, train_apply, variables, x, k_jr, state.step)
+    if reg.jr_lambda > 0 and jr_on:
+      aux["penalty"] = reg.jr_every * _jr_estimate(reg, train_apply, variables, x, k_jr)
       loss = loss + (reg.jr_lambda / 2) * aux["penalty"]
+    elif reg.jr_lambda > 0:  # a step lazy JR skips
+      aux["penalty"] = jnp.zeros((), jnp.float32)
     if reg.igr_lambda > 0:
       _, grads_x = input_gradient(softmax_cross_entropy, train_apply, variables, x, y)
       aux["igr"] = jnp.mean(jnp.sum(jnp.square(grads_x.reshape(x.shape[0], -1)), axis=-1))
@@ -276,8 +268,9 @@ def make_train_step(
   IGR), ``l2`` (the term ``(lambda_WD / 2) ||theta||^2``, with weight decay),
   ``adv_ce``/``adv_accuracy`` (with AT), ``first_order``/``surrogate`` (with
   that ``config.loss``), ``data_loss`` and the metrics of a custom
-  ``loss_fn``, ``grad_norm`` and ``lr`` (the rate of this update). Lazy JR is
-  one compiled program (``lax.cond`` on the step): no recompilation.
+  ``loss_fn``, ``grad_norm`` and ``lr`` (the rate of this update). With lazy
+  JR (``jr_every > 1``) the result is a :class:`LazyTrainStep`: two programs
+  compiled once each, chosen on the host by the step.
 
   With dropout, the loss, the Jacobian penalty and the input gradient all see
   the training-mode network with the same dropout key (one key per step);
@@ -326,7 +319,41 @@ def make_train_step(
   step = functools.partial(
     _train_step, reg=reg, loss_fn=loss_fn or robust_loss(spec), custom_loss=loss_fn is not None
   )
-  return jax.jit(step, donate_argnums=0)
+  if reg.jr_every == 1 or reg.jr_lambda == 0:
+    return jax.jit(step, donate_argnums=0)
+  on = jax.jit(functools.partial(step, jr_on=True), donate_argnums=0)
+  off = jax.jit(functools.partial(step, jr_on=False), donate_argnums=0)
+  return LazyTrainStep(on, off, reg.jr_every)
+
+
+class LazyTrainStep:
+  """Lazy JR's step: two programs, with and without the penalty, chosen on the host.
+
+  ``step(state, batch, key)`` runs ``on`` when ``state.step % every == 0``
+  (reading the step on the host), else ``off``; each compiles once.
+  ``lower(...).compile()`` compiles both ahead of time and returns another
+  :class:`LazyTrainStep`. One program with ``lax.cond`` measured far slower on
+  CPU (``benchmarks/bench_amortized.py``), so the choice is made on the host.
+  """
+
+  def __init__(self, on: Callable, off: Callable, every: int):
+    self.on, self.off, self.every = on, off, every
+
+  def __call__(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+    step = state.step
+    if isinstance(step, jax.Array) and not step.is_fully_addressable:
+      step = step.addressable_data(0)
+    fn = self.on if int(step) % self.every == 0 else self.off
+    return fn(state, batch, key)
+
+  def lower(self, *args: Any) -> Any:
+    on, off, every = self.on.lower(*args), self.off.lower(*args), self.every
+
+    class _Lowered:
+      def compile(self) -> LazyTrainStep:
+        return LazyTrainStep(on.compile(), off.compile(), every)
+
+    return _Lowered()
 
 
 def check_finite(metrics: Mapping[str, Any], *, step: int) -> None:
