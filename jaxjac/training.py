@@ -20,6 +20,7 @@ from jaxjac._src.training import JR_NORMS as JR_NORMS
 from jaxjac._src.training import LOSSES as LOSSES
 from jaxjac._src.training import OPTIMIZERS as OPTIMIZERS
 from jaxjac._src.training import CheckpointError as CheckpointError
+from jaxjac._src.training import LazyTrainStep as LazyTrainStep
 from jaxjac._src.training import LossSpec as LossSpec
 from jaxjac._src.training import MetricsLogger as MetricsLogger
 from jaxjac._src.training import MetricsWriter as MetricsWriter
@@ -57,6 +58,7 @@ __all__ = (
   "LOSSES",
   "OPTIMIZERS",
   "CheckpointError",
+  "LazyTrainStep",
   "LossSpec",
   "MetricsLogger",
   "MetricsWriter",
