@@ -411,7 +411,7 @@ def run(argv: Sequence[str], *, program: str = "python -m jaxjac.train") -> int:
 
     result = training.train(config, args.workdir, resume=args.resume, on_step=on_step)
     if lead:
-      print(json.dumps(_jsonable(result.summary), indent=1))
+      print(json.dumps(training.to_jsonable(result.summary), indent=1))
     return 0
   except KeyboardInterrupt as e:
     at = getattr(e, "step", None) or step[0]
@@ -427,7 +427,7 @@ def run(argv: Sequence[str], *, program: str = "python -m jaxjac.train") -> int:
     if show_traceback:
       traceback.print_exc()
     return _error(str(e), EXIT_USAGE)
-  except FloatingPointError as e:
+  except (FloatingPointError, _checkpoint_error()) as e:
     if show_traceback:
       traceback.print_exc()
     return _error(_one_line(e), EXIT_FAILED)
@@ -439,20 +439,11 @@ def run(argv: Sequence[str], *, program: str = "python -m jaxjac.train") -> int:
     return _error(f"{_one_line(e)} (--traceback for details)", EXIT_USAGE)
 
 
-def _jsonable(value: Any) -> Any:
-  import math  # noqa: PLC0415
+def _checkpoint_error() -> type[Exception]:
+  """The training loop's error for a workdir with no intact checkpoint (imported late)."""
+  from jaxjac._src.training.checkpoint import CheckpointError  # noqa: PLC0415
 
-  import numpy as np  # noqa: PLC0415
-
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
-    value = np.asarray(value).tolist()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  return value
+  return CheckpointError
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

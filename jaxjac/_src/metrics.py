@@ -25,7 +25,7 @@ from jax.typing import ArrayLike
 
 from jaxjac._src import checks
 from jaxjac._src.jacobian import ApplyFn
-from jaxjac._src.penalty import jacobian_penalty_per_example
+from jaxjac._src.penalty import jacobian_penalty
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -35,7 +35,9 @@ def _num_correct(apply_fn, params, x, y):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _sum_fro(apply_fn, params, x):
-  sq = jacobian_penalty_per_example(apply_fn, params, x, norm="frobenius", estimator="exact")
+  sq = jacobian_penalty(
+    apply_fn, params, x, norm="frobenius", estimator="exact", reduction="none"
+  )
   return jnp.sum(jnp.sqrt(sq))
 
 

@@ -190,14 +190,3 @@ def jacobian_penalty(
       f, x, key=key, num_projections=num_projections, mixes_batch=mixes_batch
     )
   return reduce(values, reduction)
-
-
-def jacobian_penalty_per_example(
-  apply_fn: ApplyFn, params: Params, x: ArrayLike, *, per_example: bool = False, **kwargs
-) -> jax.Array:
-  """Private alias kept for internal callers: ``jacobian_penalty(..., reduction="none")``.
-
-  ``per_example`` is the old name of ``mixes_batch``. Not exported; use
-  :func:`jacobian_penalty` with ``reduction="none"``.
-  """
-  return jacobian_penalty(apply_fn, params, x, mixes_batch=per_example, reduction="none", **kwargs)

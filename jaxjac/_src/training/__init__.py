@@ -54,4 +54,3 @@ from jaxjac._src.training.step import robust_loss as robust_loss
 from jaxjac._src.training.step import step_keys as step_keys
 
 train_and_evaluate = train
-_jsonable = to_jsonable  # the command line's name for it

@@ -53,7 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
     its norm ``p`` (``2.0`` or ``float("inf")``) and the surrogate's Jacobian
     ``estimator`` (``"exact"``; the random ones use the step's JR key).
   * ``reg``: ``weight_decay`` (``lambda_WD``), ``jr_lambda`` with
-    ``jr_norm``/``jr_estimator``/``jr_num_projections``/``jr_per_example``,
+    ``jr_norm``/``jr_estimator``/``jr_num_projections``/``jr_mixes_batch``,
     the amortized-JR options ``jr_fraction`` (the penalty on a random
     ``jr_fraction`` of each batch) and ``jr_every`` (the penalty every
     ``jr_every`` steps, weighted by ``jr_every``), ``igr_lambda``, and PGD
@@ -145,7 +145,7 @@ class Regularizer(NamedTuple):
     jr_norm: ``"frobenius"`` (squared) or ``"l11"``.
     jr_estimator: ``"exact"``, ``"projection"`` or ``"jvp"``.
     jr_num_projections: samples per example of the random estimators.
-    jr_per_example: see :func:`jaxjac.jacobian_penalty`.
+    jr_mixes_batch: see :func:`jaxjac.jacobian_penalty`.
     jr_fraction: sub-batch JR: the penalty is the mean over a uniformly
       random subset (without replacement) of ``max(1, round(jr_fraction *
       B))`` examples of the batch, an unbiased estimate of the batch mean.
@@ -169,7 +169,7 @@ class Regularizer(NamedTuple):
   jr_norm: str = "frobenius"
   jr_estimator: str = "projection"
   jr_num_projections: int = 1
-  jr_per_example: bool = False
+  jr_mixes_batch: bool = False
   jr_fraction: float = 1.0
   jr_every: int = 1
   igr_lambda: float = 0.0
@@ -249,7 +249,7 @@ def regularizer_from_config(reg: Mapping[str, Any]) -> Regularizer:
     at_eps=check_nonneg(out.at_eps, "config.reg.at_eps"),
     at_weight=check_nonneg(out.at_weight, "config.reg.at_weight"),
     at_step_size=step_size,
-    jr_per_example=check_bool(out.jr_per_example, "config.reg.jr_per_example"),
+    jr_mixes_batch=check_bool(out.jr_mixes_batch, "config.reg.jr_mixes_batch"),
     at_random_start=check_bool(out.at_random_start, "config.reg.at_random_start"),
   )
   if not 0 < out.jr_fraction <= 1:

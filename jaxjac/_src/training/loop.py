@@ -113,7 +113,7 @@ class _Data(NamedTuple):
 
 def _load_data(config: ml_collections.ConfigDict, dataset: Any) -> _Data:
   if dataset is None:
-    from jaxjac._src import data as data_lib  # noqa: PLC0415
+    from jaxjac import data as data_lib  # noqa: PLC0415
 
     dataset = data_lib.load_mnist(
       config.data.source, data_dir=config.data.data_dir or None, dataset=config.data.dataset
@@ -136,7 +136,7 @@ def _host_batches(
   config: ml_collections.ConfigDict, data: _Data, step: int, spe: int, total: int
 ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
   """``(step + 1, this process's share of the batch of step)`` from `step` to `total`."""
-  from jaxjac._src import data as data_lib  # noqa: PLC0415
+  from jaxjac import data as data_lib  # noqa: PLC0415
 
   multi = jax.process_count() > 1
   host = sharding_lib.host_shard(config.batch_size) if multi else slice(None)
@@ -423,7 +423,7 @@ def train(
     TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt`` whose message holds
       the step reached, the last checkpoint and the command to resume).
   """
-  from jaxjac._src import data as data_lib  # noqa: PLC0415
+  from jaxjac import data as data_lib  # noqa: PLC0415
 
   validate_config(config)
   has_checkpoints = _prepare_workdir(config, workdir, resume)

@@ -156,7 +156,7 @@ def _jr_estimate(reg: Regularizer, logits_fn: LogitsFn, variables, x, key) -> ja
     norm=reg.jr_norm,
     estimator=reg.jr_estimator,
     num_projections=reg.jr_num_projections,
-    per_example=reg.jr_per_example,
+    mixes_batch=reg.jr_mixes_batch,
   )
 
 
