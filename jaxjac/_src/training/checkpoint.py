@@ -14,10 +14,13 @@ loop moves the damaged ones aside to ``checkpoints_damaged/``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -69,14 +72,39 @@ def checksum(state: Any, meta: dict[str, Any]) -> str:
   return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+  """Holds Ctrl-C back until the block ends, then raises it: a save is never cut in half.
+
+  Orbax commits a checkpoint in background threads; a ``KeyboardInterrupt`` in the middle
+  leaves them writing while the interpreter shuts down. Only the main thread can hold
+  signals; elsewhere the block runs as is.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  caught: list[int] = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt
+
+
 def save_checkpoint(mngr, state: TrainState, meta: dict[str, Any]) -> None:
-  """Saves `state` and `meta` (JSON-able) at ``state.step``, with their checksum."""
+  """Saves `state` and `meta` (JSON-able) at ``state.step``, with their checksum.
+
+  The save is whole or absent: Ctrl-C during it takes effect once it is committed.
+  """
   import orbax.checkpoint as ocp  # noqa: PLC0415
 
   meta = {"meta": meta, "sha256": checksum(state, meta)}
   args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-  mngr.save(int(host_array(state.step)), args=args, force=True)
-  mngr.wait_until_finished()
+  with _sigint_deferred():
+    mngr.save(int(host_array(state.step)), args=args, force=True)
+    mngr.wait_until_finished()
 
 
 def _restore_step(mngr, step: int, template: TrainState) -> tuple[TrainState, dict | None]:
