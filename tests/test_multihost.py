@@ -93,7 +93,7 @@ def _params(workdir, step=STEPS):
   import jax
   import orbax.checkpoint as ocp
 
-  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
   checkpointer = ocp.PyTreeCheckpointer()
   meta = checkpointer.metadata(path)
   tree = getattr(meta, "item_metadata", meta)
@@ -121,14 +121,6 @@ def _assert_records_equal(one, two):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-  strict=False,
-  reason=(
-    "the training loop does not yet load each host's rows of the global batch when "
-    "jax.process_count() > 1 (jaxjac.sharding.host_batch_slice / shard_global_batch), nor "
-    "restrict metrics and summary writing to process 0"
-  ),
-)
 def test_two_processes_from_the_cli_equal_one_process_with_four_devices(tmp_path):
   pytest.importorskip("mlxtend")
   config = tmp_path / "config.py"

@@ -132,14 +132,18 @@ def _load_data(config: ml_collections.ConfigDict, dataset: Any) -> _Data:
   )
 
 
+def _host_rows(batch_size: int) -> slice:
+  """The rows of every global batch that this process feeds (all of them in one process)."""
+  return sharding_lib.host_shard(batch_size) if jax.process_count() > 1 else slice(None)
+
+
 def _host_batches(
   config: ml_collections.ConfigDict, data: _Data, step: int, spe: int, total: int
 ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
   """``(step + 1, this process's share of the batch of step)`` from `step` to `total`."""
   from jaxjac import data as data_lib  # noqa: PLC0415
 
-  multi = jax.process_count() > 1
-  host = sharding_lib.host_shard(config.batch_size) if multi else slice(None)
+  host = _host_rows(config.batch_size)
   while step < total:
     epoch, offset = divmod(step, spe)
     for x, y in data_lib.batches(
@@ -282,7 +286,8 @@ class _Run:
 
   def compile(self, state: TrainState, key: jax.Array) -> TrainState:
     b = self.config.batch_size
-    example = (self.data.train_x[:b], self.data.train_y[:b])
+    rows = _host_rows(b)
+    example = (self.data.train_x[:b][rows], self.data.train_y[:b][rows])
     self.compiled, self.place, state, self.key, self.compile_s = _compile(
       self.config, state, example, key
     )
