@@ -70,9 +70,12 @@ def test_tiny_config_end_to_end(path, mnist5k, tmp_path):
     assert ("l2" in r) == (reg.weight_decay > 0)
     assert ("igr" in r) == (reg.igr_lambda > 0)
     np.testing.assert_allclose(r["loss"], total, rtol=1e-5)
-    assert r["examples_per_sec"] > 0
   assert result.summary["step"] == 24
-  assert 0.0 <= result.summary["test_accuracy"] <= 1.0
+  # The reported test accuracy is the returned model's on the run's test split.
+  _, te = training.split_indices(config, mnist5k)
+  logits = result.state.apply_fn({"params": result.state.params}, mnist5k.test_images[te])
+  want = float(np.mean(np.argmax(logits, -1) == mnist5k.test_labels[te]))
+  assert result.summary["test_accuracy"] == pytest.approx(want, abs=1e-6)
   restored = training.restore_checkpoint(str(tmp_path), result.state)
   for a, b in zip(
     jax.tree.leaves(result.state.params), jax.tree.leaves(restored.params), strict=True
