@@ -341,13 +341,14 @@ def _fd(
   step: float,
   central: bool,
   mixes_batch: bool,
+  names: tuple[str, str] = ("step", "central"),
 ) -> tuple[jax.Array, jax.Array]:
   """``(values (B,), logits)`` of :func:`frobenius_fd`; the logits are the clean pass."""
   checks.check_key(key, needed_by="the finite-difference estimator")
   n = checks.check_positive_int(num_projections, "num_projections")
-  h = check_step(step)
+  h = check_step(step, names[0])
   if not isinstance(central, bool):
-    raise TypeError(f"`central` must be a bool, got {central!r}.")
+    raise TypeError(f"`{names[1]}` must be a bool, got {central!r}.")
   ops = _make_ops(f, x, mixes_batch, fn_name="f")
   batch = ops.xf.shape[0]
   out_shape = (batch,) + tuple(jax.eval_shape(f, jnp.asarray(x)).shape[1:])

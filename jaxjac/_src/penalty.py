@@ -11,6 +11,7 @@ from jaxjac._src import jacobian as jac_lib
 from jaxjac._src.jacobian import ESTIMATORS, EXACT_METHODS, JACOBIAN_NORMS, ApplyFn, Params
 
 REDUCTIONS = ("mean", "sum", "none")
+_FD_NAMES = ("fd_step", "fd_central")
 # The estimators of `jacobian_penalty`: those of `jaxjac.ESTIMATORS` and the finite difference.
 PENALTY_ESTIMATORS = tuple(ESTIMATORS) + tuple(e for e in ("fd",) if e not in ESTIMATORS)
 
@@ -201,7 +202,9 @@ def jacobian_penalty(
   )
   if estimator == "fd":
     checks.check_key(key, needed_by="estimator='fd'")
-    values, _ = estimators._fd(f, x, key, num_projections, fd_step, fd_central, mixes_batch)
+    values, _ = estimators._fd(
+      f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
+    )
   elif norm == "spectral":
     if estimator != "exact":
       raise ValueError(
@@ -331,7 +334,9 @@ def penalty_and_logits(
   )
   if estimator == "fd":
     checks.check_key(key, needed_by="estimator='fd'")
-    values, logits = estimators._fd(f, x, key, num_projections, fd_step, fd_central, mixes_batch)
+    values, logits = estimators._fd(
+      f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
+    )
   elif norm != "spectral" and estimator in ("projection", "jvp"):
     checks.check_key(key, needed_by=f"estimator={estimator!r}")
     spec = _SPECS[(norm, estimator)]
