@@ -13,9 +13,9 @@ the MLP at batch 128 on one device, against the plain CE step:
 ``proj1_shared``    ``penalty_and_logits(estimator="projection")``: one
                     ``jax.vjp`` gives the logits for the CE and the projection
 ``jvp1_sep``        CE + ``jacobian_penalty(estimator="jvp")``
-``jvp1_shared``     ``penalty_and_logits(estimator="jvp")``: ``jax.jvp``
-                    returns the logits and ``J u``
-``jvp1_linearize``  the same by ``jax.linearize`` (primal, then the linear map)
+``jvp1_shared``     ``penalty_and_logits(estimator="jvp")``: ``jax.linearize``
+                    gives the logits and the linear map ``u -> J u``
+``jvp1_jaxjvp``     the same by one ``jax.jvp`` returning the logits and ``J u``
 ``fd1_sep``         CE + ``jacobian_penalty(estimator="fd")``: its own clean pass
 ``fd1_shared``      ``penalty_and_logits(estimator="fd")``: the CE's logits are
                     the clean pass of ``(f(x + h u) - f(x)) / h``
@@ -65,7 +65,7 @@ CASES = (
   "proj1_shared",
   "jvp1_sep",
   "jvp1_shared",
-  "jvp1_linearize",
+  "jvp1_jaxjvp",
   "fd1_sep",
   "fd1_shared",
   "fd1_concat",
@@ -103,9 +103,9 @@ def make_loss(apply_fn, case: str, *, step: float):
       return _ce(logits, y) + 0.5 * LAM * pen
     # Alternatives written out here (not in the library).
     u = jax.random.normal(jax.random.split(key, 1)[0], x.shape, x.dtype)
-    if case == "jvp1_linearize":
-      logits, push = jax.linearize(f, x)
-      return _ce(logits, y) + 0.5 * LAM * jnp.mean(_flat_sq(push(u)))
+    if case == "jvp1_jaxjvp":
+      logits, ju = jax.jvp(f, (x,), (u,))
+      return _ce(logits, y) + 0.5 * LAM * jnp.mean(_flat_sq(ju))
     if case == "fd1_concat":
       both = f(jnp.concatenate([x, x + step * u], axis=0))
       logits, moved = both[: x.shape[0]], both[x.shape[0] :]
@@ -200,7 +200,14 @@ def section_bias(args) -> dict:
       n = args.bias_keys
       jvp = jaxjac.frobenius_jvp(f, xd, key=jax.random.key(11), num_projections=n)
       proj = jaxjac.frobenius_projection(f, xd, key=jax.random.key(11), num_projections=n)
+      # One-sample spread: std over keys of one direction's estimate / the exact value.
+      keys = jax.random.split(jax.random.key(12), n)
+      spread = {}
+      for name, fn in (("proj", jaxjac.frobenius_projection), ("jvp", jaxjac.frobenius_jvp)):
+        samples = jax.vmap(lambda k, fn=fn: fn(f, xd, key=k))(keys)  # (n, B)
+        spread[f"{name}_one_sample_rel_std"] = float(jnp.mean(jnp.std(samples, 0) / exact))
       rows = {
+        **spread,
         "exact_mean": float(jnp.mean(exact)),
         "jvp_mean_rel_err": float(jnp.mean(jvp) / jnp.mean(exact) - 1),
         "proj_mean_rel_err": float(jnp.mean(proj) / jnp.mean(exact) - 1),

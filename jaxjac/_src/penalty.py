@@ -265,7 +265,7 @@ def penalty_and_logits(
 
   Returns ``(R(x), z)`` with ``z = apply_fn(params, x)`` and ``R`` the penalty
   :func:`jacobian_penalty` returns for the same arguments (the same value for
-  the same ``key``). A training loss
+  the same ``key``; for ``"jvp"`` up to float rounding). A training loss
 
   .. math::
     L(\\theta) = \\frac{1}{B} \\sum_b \\ell(z_b, y_b) + \\frac{\\lambda_{JR}}{2} R(x)
@@ -278,7 +278,7 @@ def penalty_and_logits(
 
   * ``"projection"``: ``z, pull = jax.vjp(f, x)``; ``z`` is the primal
     output of the VJP whose cotangent pass gives ``v^T J``.
-  * ``"jvp"``: ``z, J u = jax.jvp(f, (x,), (u,))``.
+  * ``"jvp"``: ``z, push = jax.linearize(f, x)``, ``J u = push(u)``.
   * ``"fd"``: ``z = f(x)`` is the clean pass of the difference quotient
     ``(f(x + h u) - z) / h``.
 
