@@ -13,9 +13,9 @@ the MLP at batch 128 on one device, against the plain CE step:
 ``proj1_shared``    ``penalty_and_logits(estimator="projection")``: one
                     ``jax.vjp`` gives the logits for the CE and the projection
 ``jvp1_sep``        CE + ``jacobian_penalty(estimator="jvp")``
-``jvp1_shared``     ``penalty_and_logits(estimator="jvp")``: ``jax.linearize``
-                    gives the logits and the linear map ``u -> J u``
-``jvp1_jaxjvp``     the same by one ``jax.jvp`` returning the logits and ``J u``
+``jvp1_shared``     ``penalty_and_logits(estimator="jvp")``: one ``jax.jvp``
+                    returns the logits and ``J u``
+``jvp1_jaxjvp``     the same written out (``jax.jvp`` of the unflattened model)
 ``fd1_sep``         CE + ``jacobian_penalty(estimator="fd")``: its own clean pass
 ``fd1_shared``      ``penalty_and_logits(estimator="fd")``: the CE's logits are
                     the clean pass of ``(f(x + h u) - f(x)) / h``

@@ -278,7 +278,8 @@ def penalty_and_logits(
 
   * ``"projection"``: ``z, pull = jax.vjp(f, x)``; ``z`` is the primal
     output of the VJP whose cotangent pass gives ``v^T J``.
-  * ``"jvp"``: ``z, push = jax.linearize(f, x)``, ``J u = push(u)``.
+  * ``"jvp"``: ``z, J u = jax.jvp(f, (x,), (u,))`` (``jax.linearize`` for
+    several directions).
   * ``"fd"``: ``z = f(x)`` is the clean pass of the difference quotient
     ``(f(x + h u) - z) / h``.
 
