@@ -17,6 +17,7 @@ from jaxjac import precision as precision
 from jaxjac import robustness as robustness
 from jaxjac import sharding as sharding
 from jaxjac import training as training
+from jaxjac._src.estimators import frobenius_fd as frobenius_fd
 from jaxjac._src.estimators import frobenius_jvp as frobenius_jvp
 from jaxjac._src.estimators import frobenius_projection as frobenius_projection
 from jaxjac._src.estimators import l11_jvp as l11_jvp
@@ -29,8 +30,10 @@ from jaxjac._src.jacobian import ApplyFn as ApplyFn
 from jaxjac._src.jacobian import frobenius_exact as frobenius_exact
 from jaxjac._src.jacobian import jacobian as jacobian
 from jaxjac._src.jacobian import l11_exact as l11_exact
+from jaxjac._src.penalty import PENALTY_ESTIMATORS as PENALTY_ESTIMATORS
 from jaxjac._src.penalty import REDUCTIONS as REDUCTIONS
 from jaxjac._src.penalty import jacobian_penalty as jacobian_penalty
+from jaxjac._src.penalty import penalty_and_logits as penalty_and_logits
 from jaxjac._src.robustness import evaluate as evaluate
 from jaxjac._src.surrogates import CE_GRAD_BOUND as CE_GRAD_BOUND
 from jaxjac._src.surrogates import first_order_robust_loss as first_order_robust_loss
@@ -46,12 +49,14 @@ __all__ = (
   "ESTIMATORS",
   "EXACT_METHODS",
   "JACOBIAN_NORMS",
+  "PENALTY_ESTIMATORS",
   "REDUCTIONS",
   "attacks",
   "data",
   "evaluate",
   "first_order_robust_loss",
   "frobenius_exact",
+  "frobenius_fd",
   "frobenius_jvp",
   "frobenius_projection",
   "input_gradient",
@@ -62,6 +67,7 @@ __all__ = (
   "l11_jvp",
   "l11_projection",
   "models",
+  "penalty_and_logits",
   "precision",
   "robustness",
   "sharding",

@@ -11,6 +11,9 @@ from jaxjac._src import jacobian as jac_lib
 from jaxjac._src.jacobian import ESTIMATORS, EXACT_METHODS, JACOBIAN_NORMS, ApplyFn, Params
 
 REDUCTIONS = ("mean", "sum", "none")
+_FD_NAMES = ("fd_step", "fd_central")
+# The estimators of `jacobian_penalty`: those of `jaxjac.ESTIMATORS` and the finite difference.
+PENALTY_ESTIMATORS = tuple(ESTIMATORS) + tuple(e for e in ("fd",) if e not in ESTIMATORS)
 
 # (norm, estimator) -> estimator function of (f, x, **kwargs) -> (B,).
 _RANDOM = {
@@ -30,6 +33,30 @@ def reduce(values: jax.Array, reduction: str) -> jax.Array:
   return jnp.sum(values) if reduction == "sum" else values
 
 
+def _check_args(
+  apply_fn, params, x, key, norm, estimator, method, reduction, num_projections, check_finite
+):
+  """The checks shared by :func:`jacobian_penalty` and :func:`penalty_and_logits`."""
+  checks.check_choice(norm, "norm", JACOBIAN_NORMS)
+  checks.check_choice(estimator, "estimator", PENALTY_ESTIMATORS)
+  checks.check_choice(method, "method", EXACT_METHODS)
+  checks.check_choice(reduction, "reduction", REDUCTIONS)
+  checks.check_positive_int(num_projections, "num_projections")
+  if estimator == "fd" and norm != "frobenius":
+    raise ValueError(
+      f"`estimator` 'fd' (finite difference) estimates norm='frobenius' only, got "
+      f"norm={norm!r}; use estimator='projection' or 'exact' for it."
+    )
+  f = jac_lib.batch_fn(apply_fn, params)
+  checks.check_float_array(x, "x")
+  checks.check_nonempty_batch(x, "x")
+  checks.check_finite(x, "x", checked=check_finite)
+  checks.batch_output_shape(f, x, fn_name="apply_fn")  # Trace-time only.
+  if key is not None:
+    checks.validate_key(key)
+  return f
+
+
 def jacobian_penalty(
   apply_fn: ApplyFn,
   params: Params,
@@ -44,6 +71,8 @@ def jacobian_penalty(
   reduction: str = "mean",
   mixes_batch: bool = False,
   check_finite: bool = False,
+  fd_step: float = estimators.FD_STEP,
+  fd_central: bool = False,
 ) -> jax.Array:
   """A norm of the input-output Jacobian per example, reduced over the batch: the JR penalty.
 
@@ -73,6 +102,9 @@ def jacobian_penalty(
                   ``C/n sum_i ||e_c^T J||_1``
   ``jvp``         ``1/n sum_i ||J u_i||^2``, ``u ~ N(0, I_d)``;    ``n`` JVPs
                   l11: one-hot columns, ``d/n sum ||J e_j||_1``
+  ``fd``          frobenius only: ``jvp`` with ``J u`` replaced    ``n`` forward
+                  by ``(f(x + h u) - f(x)) / h`` (bias ``O(h)``,   passes
+                  ``O(h^2)`` with ``fd_central``)
   ==============  ===============================================  ==================
 
   The random estimators are unbiased and require ``key``; the ``n``
@@ -114,7 +146,8 @@ def jacobian_penalty(
       estimators.
     norm: ``"frobenius"`` (squared), ``"l11"`` or ``"spectral"`` (squared);
       see ``jaxjac.JACOBIAN_NORMS``.
-    estimator: ``"exact"``, ``"projection"`` or ``"jvp"``.
+    estimator: ``"exact"``, ``"projection"``, ``"jvp"`` or ``"fd"`` (finite
+      difference, :func:`jaxjac.frobenius_fd`; ``norm="frobenius"`` only).
     num_projections: samples per example for the random estimators, >= 1.
     method: how ``estimator="exact"`` builds the Jacobian; see
       :func:`jaxjac.jacobian`.
@@ -129,6 +162,9 @@ def jacobian_penalty(
     check_finite: also check a traced ``x`` for NaN and infinities with
       ``jax.experimental.checkify.check`` (the caller must then be wrapped in
       ``checkify.checkify``). A concrete ``x`` is always checked.
+    fd_step: the step ``h`` > 0 of ``estimator="fd"`` (see
+      :func:`jaxjac.frobenius_fd`).
+    fd_central: the central difference for ``estimator="fd"``.
 
   Returns:
     The penalty reduced by ``reduction``: a scalar, or ``(B,)`` for ``"none"``.
@@ -161,19 +197,15 @@ def jacobian_penalty(
     Wu, Li. Adversarially robust generalization theory via Jacobian
     regularization. arXiv:2412.12449, 2024.
   """
-  checks.check_choice(norm, "norm", JACOBIAN_NORMS)
-  checks.check_choice(estimator, "estimator", ESTIMATORS)
-  checks.check_choice(method, "method", EXACT_METHODS)
-  checks.check_choice(reduction, "reduction", REDUCTIONS)
-  checks.check_positive_int(num_projections, "num_projections")
-  f = jac_lib.batch_fn(apply_fn, params)
-  checks.check_float_array(x, "x")
-  checks.check_nonempty_batch(x, "x")
-  checks.check_finite(x, "x", checked=check_finite)
-  checks.batch_output_shape(f, x, fn_name="apply_fn")  # Trace-time only.
-  if key is not None:
-    checks.validate_key(key)
-  if norm == "spectral":
+  f = _check_args(
+    apply_fn, params, x, key, norm, estimator, method, reduction, num_projections, check_finite
+  )
+  if estimator == "fd":
+    checks.check_key(key, needed_by="estimator='fd'")
+    values, _ = estimators._fd(
+      f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
+    )
+  elif norm == "spectral":
     if estimator != "exact":
       raise ValueError(
         "`estimator` must be 'exact' for norm='spectral' (computed by power "
@@ -190,3 +222,119 @@ def jacobian_penalty(
       f, x, key=key, num_projections=num_projections, mixes_batch=mixes_batch
     )
   return reduce(values, reduction)
+
+
+def penalty_and_logits(
+  apply_fn: ApplyFn,
+  params: Params,
+  x: ArrayLike,
+  *,
+  key: jax.Array | None = None,
+  norm: str = "frobenius",
+  estimator: str = "projection",
+  num_projections: int = 1,
+  method: str = "auto",
+  iterations: int = 20,
+  reduction: str = "mean",
+  mixes_batch: bool = False,
+  check_finite: bool = False,
+  fd_step: float = estimators.FD_STEP,
+  fd_central: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+  """The JR penalty of :func:`jacobian_penalty` and the logits, from one forward pass.
+
+  Returns ``(R(x), z)`` with ``z = apply_fn(params, x)`` and ``R`` the penalty
+  :func:`jacobian_penalty` returns for the same arguments (the same value for
+  the same ``key``; for ``"jvp"`` up to float rounding). A training loss
+
+  .. math::
+    L(\\theta) = \\frac{1}{B} \\sum_b \\ell(z_b, y_b) + \\frac{\\lambda_{JR}}{2} R(x)
+
+  then takes ``z`` from here instead of a second call of ``apply_fn``: the
+  cross-entropy and the penalty share one forward pass of the batch, and
+  under ``jax.grad`` one backward pass through it.
+
+  How the logits are shared (``mixes_batch=False``):
+
+  * ``"projection"``: ``z, pull = jax.vjp(f, x)``; ``z`` is the primal
+    output of the VJP whose cotangent pass gives ``v^T J``.
+  * ``"jvp"``: ``z, J u = jax.jvp(f, (x,), (u,))`` (``jax.linearize`` for
+    several directions).
+  * ``"fd"``: ``z = f(x)`` is the clean pass of the difference quotient
+    ``(f(x + h u) - z) / h``.
+
+  Other estimators (``"exact"``, ``norm="spectral"``) and
+  ``mixes_batch=True`` compute the penalty as :func:`jacobian_penalty` does
+  and the logits by one more batched pass (same values, nothing shared).
+
+  Args:
+    apply_fn: ``apply_fn(params, x) -> logits (B, ...)``.
+    params: pytree, first argument of ``apply_fn``; both outputs are
+      differentiable with respect to it.
+    x: float inputs ``(B, ...)``, ``B >= 1``, finite.
+    key: PRNG key, required by the random estimators.
+    norm: ``"frobenius"``, ``"l11"`` or ``"spectral"``.
+    estimator: ``"projection"`` (the default), ``"jvp"``, ``"fd"`` or
+      ``"exact"``.
+    num_projections: samples per example of the random estimators, >= 1.
+    method: how ``estimator="exact"`` builds the Jacobian.
+    iterations: power-iteration steps for ``norm="spectral"``.
+    reduction: ``"mean"``, ``"sum"`` or ``"none"`` for the penalty.
+    mixes_batch: see :func:`jacobian_penalty`.
+    check_finite: see :func:`jacobian_penalty`.
+    fd_step: the step ``h`` of ``estimator="fd"``.
+    fd_central: the central difference for ``estimator="fd"``.
+
+  Returns:
+    ``(penalty, logits)``: the penalty reduced by ``reduction`` and the
+    logits ``apply_fn(params, x)``.
+
+  Raises:
+    ValueError, TypeError: as :func:`jacobian_penalty`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxjac
+    >>> apply_fn = lambda w, x: x @ w
+    >>> w = jnp.array([[1., 2.], [3., 4.], [5., 6.]])
+    >>> x = jnp.ones((4, 3))
+    >>> key = jax.random.key(0)
+    >>> pen, logits = jaxjac.penalty_and_logits(apply_fn, w, x, key=key)
+    >>> bool(pen == jaxjac.jacobian_penalty(apply_fn, w, x, key=key, estimator="projection"))
+    True
+    >>> logits.tolist()[0]
+    [9.0, 12.0]
+
+  References:
+    Hoffman, Roberts, Yaida. Robust Learning with Jacobian Regularization.
+    arXiv:1908.02729, 2019.
+    Finlay, Oberman. Scaleable input gradient regularization for adversarial
+    robustness. arXiv:1905.11468, 2019.
+  """
+  f = _check_args(
+    apply_fn, params, x, key, norm, estimator, method, reduction, num_projections, check_finite
+  )
+  if estimator == "fd":
+    checks.check_key(key, needed_by="estimator='fd'")
+    values, logits = estimators._fd(
+      f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
+    )
+  elif norm != "spectral" and estimator in ("projection", "jvp"):
+    checks.check_key(key, needed_by=f"estimator={estimator!r}")
+    spec = _SPECS[(norm, estimator)]
+    values, logits = estimators._estimate_with_logits(f, x, key, num_projections, mixes_batch, spec)
+  else:
+    values = jacobian_penalty(
+      apply_fn,
+      params,
+      x,
+      key=key,
+      norm=norm,
+      estimator=estimator,
+      num_projections=num_projections,
+      method=method,
+      iterations=iterations,
+      reduction="none",
+      mixes_batch=mixes_batch,
+    )
+    logits = f(jnp.asarray(x))
+  return reduce(values, reduction), logits
