@@ -224,6 +224,15 @@ def jacobian_penalty(
   return reduce(values, reduction)
 
 
+# (norm, estimator) -> the estimator's spec, for the shared forward pass.
+_SPECS = {
+  ("frobenius", "projection"): estimators._FROBENIUS_PROJECTION,
+  ("frobenius", "jvp"): estimators._FROBENIUS_JVP,
+  ("l11", "projection"): estimators._L11_PROJECTION,
+  ("l11", "jvp"): estimators._L11_JVP,
+}
+
+
 def penalty_and_logits(
   apply_fn: ApplyFn,
   params: Params,
