@@ -662,7 +662,9 @@ def jacobian_norms(apply_fn, params, images: np.ndarray, *, batch_size: int) -> 
 
   @jax.jit
   def norms(p, x):
-    sq = jaxjac.jacobian_penalty_per_example(apply_fn, p, x, norm="frobenius", estimator="exact")
+    sq = jaxjac.jacobian_penalty(
+      apply_fn, p, x, norm="frobenius", estimator="exact", reduction="none"
+    )
     return jnp.sqrt(sq)
 
   out = [

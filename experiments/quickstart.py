@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 
 import jaxjac  # noqa: E402
 from jaxjac import data, training  # noqa: E402
-from jaxjac.attacks import AttackSpec  # noqa: E402
+from jaxjac.robustness import AttackSpec  # noqa: E402
 
 NOISE_STDS = (0.1, 0.2, 0.3, 0.5)
 PGD_EPS = (0.1, 0.15, 0.2)
@@ -146,15 +146,6 @@ def make_config(args, *, jr_lambda: float, train_size: int):
   return config
 
 
-def mean_jacobian_norm(apply_fn, params, images: np.ndarray, *, batch_size=100) -> float:
-  """Mean per-example ``||J||_F`` over `images` (exact, in batches)."""
-  norms = []
-  for lo in range(0, images.shape[0], batch_size):
-    chunk = images[lo : lo + batch_size]
-    norms.append(training.jacobian_frobenius_norm(apply_fn, params, chunk) * chunk.shape[0])
-  return float(np.sum(norms) / images.shape[0])
-
-
 def evaluate_model(state, images, labels, *, key, pgd_steps: int, progress: bool) -> dict:
   """The robustness numbers of one trained model on the evaluated images."""
   params = {"params": state.params}
@@ -176,7 +167,9 @@ def evaluate_model(state, images, labels, *, key, pgd_steps: int, progress: bool
     "eval_clean_accuracy": float(report["clean_accuracy"]),
     "noise_accuracy": [float(a) for a in report["noise"]["accuracy"]],
     "pgd_accuracy": [float(a) for a in report["attacks"]["pgd-linf"]["accuracy"]],
-    "jacobian_fro": mean_jacobian_norm(state.apply_fn, params, images[:n]),
+    "jacobian_fro": training.jacobian_frobenius_norm(
+      state.apply_fn, params, images[:n], batch_size=100
+    ),
     "jacobian_examples": n,
   }
 

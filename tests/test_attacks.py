@@ -414,7 +414,7 @@ def test_non_finite_inputs_and_bad_keys_raise():
     attacks.apgd(linear_apply, params, x, y, **{**ok, "eps": float("nan")})
   with pytest.raises(TypeError, match=r"jax.random.key\(seed\)"):
     attacks.pgd(linear_apply, params, x, y, **{**ok, "key": 0})
-  with pytest.raises(TypeError, match="one PRNG key"):
+  with pytest.raises(ValueError, match="single PRNG key"):
     attacks.pgd(linear_apply, params, x, y, **{**ok, "key": jax.random.split(ok["key"], 3)})
   with pytest.raises(ValueError, match="num_targets"):
     attacks.apgd_targeted(linear_apply, params, x, y, num_targets=5, **ok)

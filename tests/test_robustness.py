@@ -264,7 +264,7 @@ def test_evaluate_rejects_bad_values():
     jaxjac.evaluate(linear_apply, params, x, np.full(8, -1), **kw)
   with pytest.raises(ValueError, match="suite"):
     jaxjac.evaluate(linear_apply, params, x, y, suite="autoattack", **kw)
-  with pytest.raises(TypeError, match="one PRNG key"):
+  with pytest.raises(ValueError, match="single PRNG key"):
     jaxjac.evaluate(linear_apply, params, x, y, **{**kw, "key": jax.random.split(kw["key"])})
   with pytest.raises(ValueError, match="relative_step applies to"):
     bad = (AttackSpec("a", "apgd", "linf", (0.1,), relative_step=0.1),)
