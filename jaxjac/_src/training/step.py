@@ -55,7 +55,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxjac._src.penalty import jacobian_penalty
+from jaxjac._src.penalty import jacobian_penalty, penalty_and_logits
 from jaxjac._src.surrogates import (
   first_order_robust_loss,
   input_gradient,
@@ -96,7 +96,10 @@ def cross_entropy_loss(
 ) -> tuple[jax.Array, Metrics]:
   """The default data term: batch-mean softmax cross-entropy, with ``ce`` and ``accuracy``."""
   del key
-  logits = logits_fn(params, x)
+  return _ce_of_logits(logits_fn(params, x), y)
+
+
+def _ce_of_logits(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, Metrics]:
   ce = jnp.mean(softmax_cross_entropy(logits, y))
   return ce, {"ce": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
 
@@ -212,11 +215,34 @@ def _train_step(
 
   x_adv = None if reg.at_norm == "none" else _adversary(state, x, y, k_at, reg)
 
+  # With the cross-entropy data term and a full-batch random penalty, one forward pass
+  # serves both (jaxjac.penalty_and_logits): the same values, one network pass fewer.
+  share = (
+    loss_fn is cross_entropy_loss
+    and reg.jr_lambda > 0
+    and jr_on
+    and reg.jr_fraction >= 1
+    and reg.jr_estimator in ("projection", "jvp")
+  )
+
   def objective(params):
     variables = {"params": params}
-    loss, aux = _check_loss_output(
-      loss_fn(train_apply, variables, x, y, jax.random.fold_in(k_jr, 1))
-    )
+    if share:
+      penalty, logits = penalty_and_logits(
+        train_apply,
+        variables,
+        x,
+        key=k_jr,
+        norm=reg.jr_norm,
+        estimator=reg.jr_estimator,
+        num_projections=reg.jr_num_projections,
+        mixes_batch=reg.jr_mixes_batch,
+      )
+      loss, aux = _ce_of_logits(logits, y)
+    else:
+      loss, aux = _check_loss_output(
+        loss_fn(train_apply, variables, x, y, jax.random.fold_in(k_jr, 1))
+      )
     if custom_loss:
       aux["data_loss"] = loss
     if x_adv is not None:
@@ -225,7 +251,9 @@ def _train_step(
       aux["adv_accuracy"] = jnp.mean(jnp.argmax(adv_logits, -1) == y)
       loss = (1.0 - reg.at_weight) * loss + reg.at_weight * aux["adv_ce"]
     if reg.jr_lambda > 0 and jr_on:
-      aux["penalty"] = reg.jr_every * _jr_estimate(reg, train_apply, variables, x, k_jr)
+      if not share:
+        penalty = _jr_estimate(reg, train_apply, variables, x, k_jr)
+      aux["penalty"] = reg.jr_every * penalty
       loss = loss + (reg.jr_lambda / 2) * aux["penalty"]
     elif reg.jr_lambda > 0:  # a step lazy JR skips
       aux["penalty"] = jnp.zeros((), jnp.float32)
