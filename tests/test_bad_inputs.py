@@ -1084,19 +1084,7 @@ def _write(path: pathlib.Path, text: str) -> pathlib.Path:
 
 
 # Rows that today's library gets wrong: id -> what the fix must do (the report lists them).
-KNOWN: dict[str, str] = {
-  "jac-nan-x": "jacobian() does not check a concrete x for NaN/inf (jacobian_penalty does)",
-  "fo-y-length": "first_order_robust_loss does not check len(y) == len(x): JAX's vmap message",
-  "step-not-a-config": "make_train_step(dict) fails with AttributeError: 'dict' ... 'reg'",
-  "train-optimizer": "validate_config skips optimizer.*: checked after the data is loaded",
-  "train-lr-neg": "validate_config skips optimizer.*: checked after the data is loaded",
-  "train-quench-factor": "validate_config skips optimizer.*: checked after the data is loaded",
-  "train-dropout": "validate_config skips model.dropout_rate: checked after the data is loaded",
-  "train-model": "make_model names `name`, not `config.model.name`",
-  "train-dataset": "data.* is checked by load_mnist as `dataset`, not `config.data.dataset`",
-  "train-source": "data.* is checked by load_mnist as `source`, not `config.data.source`",
-  "cli-optimizer": "validate_config skips optimizer.*: the CLI reports the data error first",
-}
+KNOWN: dict[str, str] = {}  # rows that are not clear yet (strict xfail): none
 
 
 def classify(row, tmp: pathlib.Path) -> tuple[str, str]:

@@ -295,6 +295,9 @@ def jacobian(
     True
   """
   checks.check_choice(method, "method", EXACT_METHODS)
+  checks.check_float_array(x, "x")
+  checks.check_nonempty_batch(x, "x")
+  checks.check_finite(x, "x")
   ops = _make_ops(batch_fn(apply_fn, params), x, mixes_batch)
   return _dense(ops, method)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,15 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # Bounds on ||grad_z l||_{dual} for softmax cross-entropy, derived above.
 CE_GRAD_BOUND = {2.0: math.sqrt(2.0), math.inf: 1.0}
+
+
+def _check_labels_match(x: Any, y: Any) -> None:
+  """One label per example of `x` (shapes only: the values may be traced)."""
+  if jnp.ndim(y) < 1 or jnp.shape(y)[0] != jnp.shape(x)[0]:
+    raise ValueError(
+      f"`y` must hold one label per example of `x`: got shape {jnp.shape(y)} for "
+      f"{jnp.shape(x)[0]} examples."
+    )
 
 
 def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
@@ -170,6 +180,7 @@ def first_order_robust_loss(
   checks.check_choice(reduction, "reduction", REDUCTIONS)
   checks.check_float_array(x, "x")
   checks.check_finite(x, "x")
+  _check_labels_match(x, y)
   losses, grads = input_gradient(loss_fn, apply_fn, params, x, y, mixes_batch=mixes_batch)
   dual = safe_norm(grads.reshape(x.shape[0], -1), q)
   return reduce(losses + eps * dual, reduction)
@@ -224,6 +235,7 @@ def jacobian_surrogate_loss(
   bound = CE_GRAD_BOUND[p] if grad_bound is None else grad_bound
   checks.check_eps(bound, "grad_bound")
   checks.check_choice(reduction, "reduction", REDUCTIONS)
+  _check_labels_match(x, y)
   norm = "frobenius" if p == 2.0 else "l11"
   values = jacobian_penalty(
     apply_fn, params, x, key=key, norm=norm, estimator=estimator,

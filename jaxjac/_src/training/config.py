@@ -281,7 +281,9 @@ def loss_from_config(loss: Mapping[str, Any] | None) -> LossSpec:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks every field of a training config; raises a clear error naming the bad one."""
-  from jaxjac._src.training.state import make_model  # noqa: PLC0415 (cycle)
+  from jaxjac._src.datasets import DATASETS  # noqa: PLC0415
+  from jaxjac._src.sources import SOURCES  # noqa: PLC0415
+  from jaxjac._src.training.state import make_model, make_optimizer  # noqa: PLC0415 (cycle)
 
   checks.check_positive_int(config.batch_size, "config.batch_size")
   checks.check_positive_int(config.num_epochs, "config.num_epochs")
@@ -299,4 +301,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"`config.{name}` must be an int >= 0, got {v!r}.")
   regularizer_from_config(config.reg)
   loss_from_config(config.get("loss"))
+  make_optimizer(config, steps_per_epoch=1)
+  checks.check_choice(config.data.source, "config.data.source", SOURCES)
+  checks.check_choice(config.data.dataset, "config.data.dataset", DATASETS)
+  rate = config.model.get("dropout_rate", 0.0)
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+    raise ValueError(f"`config.model.dropout_rate` must be a float in [0, 1), got {rate!r}.")
   make_model(config)

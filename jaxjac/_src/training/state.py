@@ -72,6 +72,7 @@ def make_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The Flax module of ``config.model`` (see :func:`jaxjac.models.get_model`)."""
   kwargs = dict(config.model)
   name = kwargs.pop("name")
+  checks.check_choice(name, "config.model.name", models_lib.MODELS)
   return models_lib.get_model(name, **kwargs)
 
 

@@ -335,6 +335,11 @@ def make_train_step(
   """
   if isinstance(config, Regularizer):
     reg, spec = config, LossSpec()
+  elif not isinstance(config, ml_collections.ConfigDict):
+    raise TypeError(
+      "`config` must be an ml_collections.ConfigDict (see "
+      f"jaxjac.training.default_config()) or a Regularizer, got {type(config).__name__}."
+    )
   else:
     reg, spec = regularizer_from_config(config.reg), loss_from_config(config.get("loss"))
   if loss_fn is not None:
