@@ -111,3 +111,34 @@ def make_idx_dir(directory, *, n_train=50, n_test=20, compress=True, seed=0, lab
     name = stem + (".gz" if compress else "")
     write_file(os.path.join(directory, name), idx_bytes(arr), compress=compress)
   return arrays
+
+
+# Heavy variants whose claim a sibling test checks in the default run (same code path,
+# another parameter or a smaller model). They run with `-m slow`; the default run stays
+# within its time budget on two CPU cores.
+HEAVY_VARIANTS = (
+  "test_real_data.py::test_random_estimators_match_the_reference[lenet]",
+  "test_real_data.py::test_input_gradients_and_penalty_gradients_match_the_reference[lenet]",
+  "test_train_step.py::test_train_step_matches_reference[at_linf_jr]",
+  "test_jacobian.py::test_batched_path_is_wrong_for_a_batch_mixing_model",
+  "test_jacobian.py::test_batched_and_mixes_batch_paths_agree_for_independent_examples[cnn]",
+  "test_jacobian.py::test_all_methods_agree_on_a_batch_dependent_model[True]",
+  "test_jacobian.py::test_low_precision_inputs_with_a_float32_model[spectral-exact-float16]",
+  "test_surrogates.py::test_constants_are_tight",
+  "test_attacks.py::test_apgd_at_least_as_strong_as_pgd[linf-0.05]",
+  "test_attacks.py::test_restarts_never_weaker[pgd]",
+  "test_checkpoint.py::test_damaged_latest_checkpoint_falls_back[empty_step_dir]",
+  "test_checkpoint.py::test_damaged_latest_checkpoint_falls_back[empty_metadata]",
+  "test_models.py::test_pool_derivatives_equal_flax_with_many_ties[shape1]",
+  "test_evaluate.py::test_masked_gradients_are_flagged",
+  "test_estimators.py::test_fd_parameter_gradient_matches_the_jvp_estimators",
+  "test_estimators.py::test_fd_mean_over_keys_is_the_exact_norm",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    name = f"{os.path.basename(item.fspath)}::{item.name}"
+    if name in HEAVY_VARIANTS or name.split("[")[0] in HEAVY_VARIANTS:
+      item.add_marker(pytest.mark.slow)
