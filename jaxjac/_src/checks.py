@@ -94,14 +94,19 @@ def validate_key(key: Any, name: str = "key") -> None:
     )
 
 
-def check_key(key: Any, *, needed_by: str, name: str = "key") -> None:
-  """Raises ValueError if a PRNG key is required but missing, else :func:`validate_key`."""
+def check_key(key: Any, *, needed_by: str, name: str = "key") -> jax.Array:
+  """Raises ValueError if a PRNG key is required but missing, else :func:`validate_key`.
+
+  Returns:
+    ``key``, known from here on not to be ``None``.
+  """
   if key is None:
     raise ValueError(
       f"`{name}` is required by {needed_by}; pass one, e.g. `{name}=jax.random.key(0)` "
       "(inside a training step, `jax.random.fold_in(key, step)`)."
     )
   validate_key(key, name)
+  return key
 
 
 def is_concrete(x: Any) -> bool:

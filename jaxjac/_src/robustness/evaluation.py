@@ -353,7 +353,9 @@ def evaluate(
   return result
 
 
-def _sanity_runs(extra_jobs, jobs, broken, ran, clean, data, k_attack, k_extra, model, bounds, bar):
+def _sanity_runs(
+  extra_jobs, jobs, broken, ran, clean, data, k_attack, k_extra, model, bounds, bar
+) -> dict[str, dict[str, Any]]:
   """Runs the extra jobs; the paired ones on their base run's examples and keys."""
   n = len(clean)
   extra: dict[str, dict[str, Any]] = {}

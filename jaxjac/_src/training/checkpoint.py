@@ -22,6 +22,7 @@ import shutil
 import signal
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -73,7 +74,7 @@ def checksum(state: Any, meta: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _sigint_deferred():
+def _sigint_deferred() -> Iterator[None]:
   """Holds Ctrl-C back until the block ends, then raises it: a save is never cut in half.
 
   Orbax commits a checkpoint in background threads; a ``KeyboardInterrupt`` in the middle
