@@ -339,7 +339,7 @@ def square(
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxjac._src.square import square
+    >>> from jaxjac.attacks import square
     >>> def apply_fn(b, x):  # logits (mean pixel, b): margin 0.1 at x = 0.5
     ...   return jnp.stack([x.mean(axis=(1, 2, 3)), jnp.full(x.shape[:1], b)], axis=-1)
     >>> x = jnp.full((1, 8, 8, 1), 0.5); y = jnp.array([0])
