@@ -75,14 +75,17 @@ def validate_key(key: Any, name: str = "key") -> None:
   if isinstance(key, (bool, int, np.integer)):
     raise TypeError(f"`{name}` must be a PRNG key, got the integer {key!r}; {_KEY_HELP}.")
   dtype = getattr(key, "dtype", None)
-  shape = tuple(np.shape(key)) if dtype is not None else None
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+  if dtype is None:
+    raise TypeError(f"`{name}` must be a PRNG key, got {type(key).__name__}; {_KEY_HELP}.")
+  shape = tuple(np.shape(key))
+  if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     batch_shape = shape
-  elif dtype is not None and dtype == np.uint32 and len(shape) >= 1:
+  elif dtype == np.uint32 and len(shape) >= 1:
     batch_shape = shape[:-1]  # raw (legacy) keys: the last axis holds the key data
   else:
-    what = type(key).__name__ if dtype is None else f"an array of dtype {dtype}, shape {shape}"
-    raise TypeError(f"`{name}` must be a PRNG key, got {what}; {_KEY_HELP}.")
+    raise TypeError(
+      f"`{name}` must be a PRNG key, got an array of dtype {dtype}, shape {shape}; {_KEY_HELP}."
+    )
   if batch_shape:
     raise ValueError(
       f"`{name}` must be a single PRNG key, got a batch of keys of shape {batch_shape}; "
@@ -91,14 +94,19 @@ def validate_key(key: Any, name: str = "key") -> None:
     )
 
 
-def check_key(key: Any, *, needed_by: str, name: str = "key") -> None:
-  """Raises ValueError if a PRNG key is required but missing, else :func:`validate_key`."""
+def check_key(key: Any, *, needed_by: str, name: str = "key") -> jax.Array:
+  """Raises ValueError if a PRNG key is required but missing, else :func:`validate_key`.
+
+  Returns:
+    ``key``, known from here on not to be ``None``.
+  """
   if key is None:
     raise ValueError(
       f"`{name}` is required by {needed_by}; pass one, e.g. `{name}=jax.random.key(0)` "
       "(inside a training step, `jax.random.fold_in(key, step)`)."
     )
   validate_key(key, name)
+  return key
 
 
 def is_concrete(x: Any) -> bool:
@@ -155,12 +163,16 @@ def canonical_p(p: Any) -> float:
   raise ValueError(f"`p` must be 2 or inf (the attack's norm), got {p!r}.")
 
 
-def batch_output_shape(fn, x: jax.Array, *, fn_name: str = "apply_fn") -> tuple[int, ...]:
+def batch_output_shape(
+  fn, x: jax.Array | jax.ShapeDtypeStruct, *, fn_name: str = "apply_fn"
+) -> tuple[int, ...]:
   """Shape of `fn(x)`, checked to be a floating array with x's batch dimension."""
   return batch_output_struct(fn, x, fn_name=fn_name).shape
 
 
-def batch_output_struct(fn, x: jax.Array, *, fn_name: str = "apply_fn") -> jax.ShapeDtypeStruct:
+def batch_output_struct(
+  fn, x: jax.Array | jax.ShapeDtypeStruct, *, fn_name: str = "apply_fn"
+) -> jax.ShapeDtypeStruct:
   """Shape and dtype of `fn(x)`, checked as in :func:`batch_output_shape`."""
   out = jax.eval_shape(fn, x)
   shape = getattr(out, "shape", None)

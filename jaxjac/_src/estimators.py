@@ -257,8 +257,9 @@ def spectral_power(
     u = jax.lax.fori_loop(0, iterations, step, normalize(ui))
     return jax.lax.stop_gradient(u)
 
-  if ops.row_fn is not None:  # mixes_batch: each example's diagonal block
-    u = jax.vmap(lambda b, xi, ui: power(ops.row_fn(b), xi, ui))(
+  row_fn = ops.row_fn
+  if row_fn is not None:  # mixes_batch: each example's diagonal block
+    u = jax.vmap(lambda b, xi, ui: power(row_fn(b), xi, ui))(
       jnp.arange(ops.xf.shape[0]), ops.xf, u0
     )
   else:  # One batched pass per step; each row is normalized on its own.

@@ -21,11 +21,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import math
 import os
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
 
 import numpy as np
 
@@ -37,7 +37,7 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def _open(path: str) -> Iterator[BinaryIO]:
+def _open(path: str) -> Iterator[io.BufferedIOBase]:
   """The decompressed byte stream of `path`; read errors become errors naming it."""
   try:
     raw = open(path, "rb")  # noqa: SIM115 (closed below)
@@ -58,7 +58,7 @@ def _open(path: str) -> Iterator[BinaryIO]:
       raise ValueError(f"{what} {path}: {e}") from e
 
 
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+def _read_up_to(stream: io.BufferedIOBase, n: int) -> bytes:
   """At most `n` bytes, fewer only at the end of the stream."""
   parts, got = [], 0
   while got < n:
@@ -70,7 +70,9 @@ def _read_up_to(stream: BinaryIO, n: int) -> bytes:
   return b"".join(parts)
 
 
-def _parse_header(stream: BinaryIO, path: str, magic: int | None) -> tuple[tuple[int, ...], bytes]:
+def _parse_header(
+  stream: io.BufferedIOBase, path: str, magic: int | None
+) -> tuple[tuple[int, ...], bytes]:
   """The dimensions and the raw header bytes; raises ValueError naming `path`."""
   head = _read_up_to(stream, 4)
   if len(head) < 4:
@@ -136,7 +138,7 @@ def read_idx_digest(
       out = np.empty(size, np.uint8)
     except (MemoryError, ValueError) as e:
       raise ValueError(f"{path}: {declared}, which cannot be allocated ({e}).") from e
-    view = memoryview(out)
+    view = out.data  # a writable memoryview of the 1-D uint8 buffer
     got = 0
     while got < size:
       n = stream.readinto(view[got : got + _CHUNK])

@@ -116,10 +116,13 @@ def _make_ops(f: BatchFn, x: ArrayLike, mixes_batch: bool, *, fn_name="apply_fn"
   def jvp_rows(fn, xi, ub):
     return jax.vmap(lambda t: jax.jvp(fn, (xi,), (t,))[1])(ub)
 
+  row_fn: Callable[[jax.Array], Callable[[jax.Array], jax.Array]] | None
   if mixes_batch:
 
-    def row_fn(b):
+    def example_fn(b: jax.Array) -> Callable[[jax.Array], jax.Array]:
       return lambda xi: g(xf.at[b].set(xi))[b]
+
+    row_fn = example_fn
 
     vjp_many, jvp_many = per_row(vjp_rows), per_row(jvp_rows)
 
@@ -166,9 +169,10 @@ def _auto_method(ops: _Ops) -> str:
 def _transform(ops: _Ops, method: str) -> jax.Array:
   """``jax.jacrev``/``jax.jacfwd`` per example, the model always on the whole batch."""
   batch, dim = ops.xf.shape
-  if ops.row_fn is not None:  # mixes_batch: the diagonal blocks, one row at a time
+  row_fn = ops.row_fn
+  if row_fn is not None:  # mixes_batch: the diagonal blocks, one row at a time
     transform = jax.jacrev if method == "jacrev" else jax.jacfwd
-    return jax.vmap(lambda b, xi: transform(ops.row_fn(b))(xi))(jnp.arange(batch), ops.xf)
+    return jax.vmap(lambda b, xi: transform(row_fn(b))(xi))(jnp.arange(batch), ops.xf)
   if method == "jacrev":  # d/dx of sum_b z_b: row b of the result is J_b (no mixing)
     summed = lambda xx: jnp.sum(ops.g(xx), axis=0)
     return jnp.moveaxis(jax.jacrev(summed)(ops.xf), 0, 1)

@@ -35,14 +35,15 @@ def _num_correct(apply_fn, params, x, y):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _sum_fro(apply_fn, params, x):
-  sq = jacobian_penalty(
-    apply_fn, params, x, norm="frobenius", estimator="exact", reduction="none"
-  )
+  sq = jacobian_penalty(apply_fn, params, x, norm="frobenius", estimator="exact", reduction="none")
   return jnp.sum(jnp.sqrt(sq))
 
 
-def _batched_sum(fn, n: int, batch_size: int | None, *arrays: ArrayLike) -> float:
-  """``sum_i fn(arrays[lo:hi])`` over consecutive batches, accumulated in float64."""
+def _batched_sum(fn, n: int, batch_size: int | None, *arrays: Any) -> float:
+  """``sum_i fn(arrays[lo:hi])`` over consecutive batches, accumulated in float64.
+
+  ``arrays``: anything sliced along its first axis (arrays, nested lists).
+  """
   size = n if batch_size is None else checks.check_positive_int(batch_size, "batch_size")
   if n == 0:
     raise ValueError("the evaluation set is empty; pass at least one example.")

@@ -195,7 +195,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
     )
   """
   checks.check_choice(name, "name", MODELS)
-  cls = {"lenet": LeNet, "mlp": MLP}[name]
+  cls: type[LeNet] | type[MLP] = {"lenet": LeNet, "mlp": MLP}[name]
   fields = {f for f in cls.__dataclass_fields__ if f not in ("parent", "name")}
   unknown = sorted(set(kwargs) - fields)
   if unknown:

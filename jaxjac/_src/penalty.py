@@ -201,7 +201,7 @@ def jacobian_penalty(
     apply_fn, params, x, key, norm, estimator, method, reduction, num_projections, check_finite
   )
   if estimator == "fd":
-    checks.check_key(key, needed_by="estimator='fd'")
+    key = checks.check_key(key, needed_by="estimator='fd'")
     values, _ = estimators._fd(
       f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
     )
@@ -217,7 +217,7 @@ def jacobian_penalty(
   elif estimator == "exact":
     values = _EXACT[norm](f, x, mixes_batch=mixes_batch, method=method)
   else:
-    checks.check_key(key, needed_by=f"estimator={estimator!r}")
+    key = checks.check_key(key, needed_by=f"estimator={estimator!r}")
     values = _RANDOM[(norm, estimator)](
       f, x, key=key, num_projections=num_projections, mixes_batch=mixes_batch
     )
@@ -323,12 +323,12 @@ def penalty_and_logits(
     apply_fn, params, x, key, norm, estimator, method, reduction, num_projections, check_finite
   )
   if estimator == "fd":
-    checks.check_key(key, needed_by="estimator='fd'")
+    key = checks.check_key(key, needed_by="estimator='fd'")
     values, logits = estimators._fd(
       f, x, key, num_projections, fd_step, fd_central, mixes_batch, _FD_NAMES
     )
   elif norm != "spectral" and estimator in ("projection", "jvp"):
-    checks.check_key(key, needed_by=f"estimator={estimator!r}")
+    key = checks.check_key(key, needed_by=f"estimator={estimator!r}")
     spec = _SPECS[(norm, estimator)]
     values, logits = estimators._estimate_with_logits(f, x, key, num_projections, mixes_batch, spec)
   else:

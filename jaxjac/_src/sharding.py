@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import jax
 from jax.sharding import Mesh
@@ -73,6 +73,15 @@ def _to_sharding(kind: Any, mesh: Mesh, name: str) -> Any:
   return jax.tree.map(lambda k: _to_sharding(k, mesh, name), kind)
 
 
+class LowerableFn(Protocol):
+  """A function compiled on call that, like ``jax.jit``'s, also compiles ahead of time:
+  ``fn.lower(*args).compile()``."""
+
+  def __call__(self, *args: Any) -> Any: ...
+
+  def lower(self, *args: Any) -> Any: ...
+
+
 def shard_fn(
   fn: Callable[..., Any],
   mesh: Mesh,
@@ -80,7 +89,7 @@ def shard_fn(
   batch_argnums: Sequence[int] = (),
   out_shardings: Any = "replicated",
   donate_argnums: Sequence[int] = (),
-) -> Callable[..., Any]:
+) -> LowerableFn:
   """Jits ``fn`` over the mesh: batch arguments split, all others replicated.
 
   Positional arguments listed in ``batch_argnums`` (pytrees of arrays with a
@@ -146,7 +155,7 @@ def shard_fn(
 
   # Ahead-of-time compilation, as for a jitted function: `wrapped.lower(*args).compile()`.
   wrapped.lower = lambda *args: jitted_for(len(args)).lower(*place(args))  # type: ignore[attr-defined]
-  return wrapped
+  return cast(LowerableFn, wrapped)
 
 
 def shard_train_step(
@@ -154,7 +163,7 @@ def shard_train_step(
   mesh: Mesh,
   *,
   donate_state: bool = True,
-) -> Callable[..., Any]:
+) -> LowerableFn:
   """Data-parallel ``train_step(state, batch, key) -> (state, metrics)``.
 
   The state and the key are replicated, the batch is split over the data

@@ -319,7 +319,7 @@ def load_mnist(
       file.
   """
   _check_arguments(source, dataset, data_dir, tfds_data_dir, verify, test_fraction, split_seed)
-  looked = []
+  looked: list[str] = []
   ds = None
   if source in ("auto", "idx"):
     ds = _load_idx_source(source, dataset, data_dir, verify, looked)

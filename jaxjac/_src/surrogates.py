@@ -134,6 +134,7 @@ def input_gradient(
   """
   f = jac_lib.batch_fn(apply_fn, params)
   ops = jac_lib._make_ops(f, x, mixes_batch)
+  x = jnp.asarray(x)  # as _make_ops traced it
   logits = f(x)
   losses, g = jax.vmap(jax.value_and_grad(lambda z, t: loss_fn(z[None], t[None])[0]))(logits, y)
   grads = ops.vjp_many(g.reshape(1, x.shape[0], -1))[0]
@@ -182,7 +183,7 @@ def first_order_robust_loss(
   checks.check_finite(x, "x")
   _check_labels_match(x, y)
   losses, grads = input_gradient(loss_fn, apply_fn, params, x, y, mixes_batch=mixes_batch)
-  dual = safe_norm(grads.reshape(x.shape[0], -1), q)
+  dual = safe_norm(grads.reshape(grads.shape[0], -1), q)  # grads: x's shape
   return reduce(losses + eps * dual, reduction)
 
 
@@ -243,5 +244,5 @@ def jacobian_surrogate_loss(
   )  # fmt: skip
   if norm == "frobenius":
     values = _safe_sqrt(values)
-  losses = loss_fn(apply_fn(params, x), y)
+  losses = loss_fn(apply_fn(params, jnp.asarray(x)), jnp.asarray(y))
   return reduce(losses + eps * bound * values, reduction)

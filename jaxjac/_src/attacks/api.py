@@ -359,14 +359,15 @@ def apgd_targeted(
   validation.check_loss(loss, classes, targeted=True)
   config = config._replace(loss=loss, targeted=True, misclassify=True)
   targets = top_classes(apply_fn(params, x), y, num_targets)
-  x_adv, done = None, None
-  for k in range(num_targets):
+
+  def run(k: int) -> tuple[jax.Array, jax.Array]:  # target k's attack and which it broke
     k_key = jax.random.fold_in(key, k)
     out = core.attack(apply_fn, config, params, x, y, targets[k], eps, 0 * eps, k_key)
-    broken = jnp.argmax(apply_fn(params, out), axis=-1) != y
-    if x_adv is None:
-      x_adv, done = out, broken
-    else:
-      x_adv = jnp.where(per_example(done, x), x_adv, out)
-      done = done | broken
+    return out, jnp.argmax(apply_fn(params, out), axis=-1) != y
+
+  x_adv, done = run(0)  # num_targets >= 1
+  for k in range(1, num_targets):
+    out, broken = run(k)
+    x_adv = jnp.where(per_example(done, x), x_adv, out)
+    done = done | broken
   return jax.lax.stop_gradient(x_adv)

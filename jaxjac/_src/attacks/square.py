@@ -135,7 +135,8 @@ def _l2_init_patterns(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
   s = h // 5
   sp = (h - s * 5) // 2
   eta = eta_pattern(s)
-  pats, pats_t = [], []
+  pats: list[np.ndarray] = []
+  pats_t: list[np.ndarray] = []
   for vh in range(sp, sp + s * (h // s), s):
     for vw in range(sp, sp + s * (w // s), s):
       hh, ww = min(s, h - vh), min(s, w - vw)
@@ -338,7 +339,7 @@ def square(
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxjac._src.square import square
+    >>> from jaxjac.attacks import square
     >>> def apply_fn(b, x):  # logits (mean pixel, b): margin 0.1 at x = 0.5
     ...   return jnp.stack([x.mean(axis=(1, 2, 3)), jnp.full(x.shape[:1], b)], axis=-1)
     >>> x = jnp.full((1, 8, 8, 1), 0.5); y = jnp.array([0])
@@ -352,8 +353,7 @@ def square(
     query-efficient black-box adversarial attack via random search.
     arXiv:1912.00049, 2020.
   """
-  check_inputs(apply_fn, params, x, y, eps=eps, norm=norm, bounds=bounds)
-  bounds = tuple(float(b) for b in bounds)
+  _, bounds = check_inputs(apply_fn, params, x, y, eps=eps, norm=norm, bounds=bounds)
   check_typed_key(key)
   if np.ndim(x) != 4:
     raise ValueError(

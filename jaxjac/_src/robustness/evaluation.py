@@ -81,11 +81,11 @@ class _Data:
 
 def _check_output(job: Job, x: jax.Array, x_adv: jax.Array, bounds) -> None:
   """An attack's output must be finite, in the box and in the ball (else it is not counted)."""
-  x_adv = np.asarray(x_adv)
-  size = np.asarray(RULES[job.spec.norm].size(jnp.asarray(x_adv - np.asarray(x))))
+  adv = np.asarray(x_adv)
+  size = np.asarray(RULES[job.spec.norm].size(jnp.asarray(adv - np.asarray(x))))
   slack = 1e-4 * job.eps + 1e-6
-  ok = np.isfinite(x_adv).all() and (x_adv >= bounds[0] - 1e-6).all()
-  if not (ok and (x_adv <= bounds[1] + 1e-6).all() and (size <= job.eps + slack).all()):
+  ok = np.isfinite(adv).all() and (adv >= bounds[0] - 1e-6).all()
+  if not (ok and (adv <= bounds[1] + 1e-6).all() and (size <= job.eps + slack).all()):
     raise RuntimeError(
       f"attack {job.spec.name!r} at eps={job.eps:g} returned points outside the "
       f"{job.spec.norm} ball or the box bounds={bounds} (largest perturbation "
@@ -115,7 +115,10 @@ def _groups(jobs: Sequence[Job]) -> dict[tuple[str, float], list[int]]:
   return groups
 
 
-def _check_arguments(apply_fn, params, images, labels, key, suite, batch_size, bounds):
+def _check_arguments(
+  apply_fn, params, images, labels, key, suite, batch_size, bounds
+) -> tuple[np.ndarray, np.ndarray, int, int, tuple[float, float]]:
+  """The validated ``(images, labels, num_classes, batch_size, bounds)``, on the host."""
   validation.check_apply_fn(apply_fn)
   validation.check_key(key, needed_by="evaluate (noise and random starts)")
   checks.check_choice(suite, "suite", specs_lib.SUITES)
@@ -350,7 +353,9 @@ def evaluate(
   return result
 
 
-def _sanity_runs(extra_jobs, jobs, broken, ran, clean, data, k_attack, k_extra, model, bounds, bar):
+def _sanity_runs(
+  extra_jobs, jobs, broken, ran, clean, data, k_attack, k_extra, model, bounds, bar
+) -> dict[str, dict[str, Any]]:
   """Runs the extra jobs; the paired ones on their base run's examples and keys."""
   n = len(clean)
   extra: dict[str, dict[str, Any]] = {}

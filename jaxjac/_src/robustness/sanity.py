@@ -74,6 +74,7 @@ def sanity_jobs(
     )
     jobs[norm] = {"large_eps": Job(large, large_eps[norm])}
     if ref is not None and ref.method != "fgsm":
+      assert ref.steps is not None, "PGD and APGD specs have their steps (check_spec resolves them)"
       eps = sorted(ref.eps)[len(ref.eps) // 2]
       jobs[norm]["more_steps"] = Job(ref._replace(steps=2 * ref.steps), eps)
       jobs[norm]["more_restarts"] = Job(ref._replace(restarts=3 * ref.restarts), eps)

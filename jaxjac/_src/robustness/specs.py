@@ -18,7 +18,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from jaxjac._src import checks
@@ -150,7 +150,10 @@ def fast_attacks(
   )
 
 
-SUITE_ATTACKS = {"standard": standard_attacks, "fast": fast_attacks}
+SUITE_ATTACKS: dict[str, Callable[[], tuple[AttackSpec, ...]]] = {
+  "standard": standard_attacks,
+  "fast": fast_attacks,
+}
 
 
 def check_spec(spec: Any, num_classes: int) -> AttackSpec:
@@ -190,7 +193,11 @@ def check_spec(spec: Any, num_classes: int) -> AttackSpec:
       raise ValueError(f"{where}loss={loss!r} needs at least {need} classes, got {num_classes}.")
   if spec.relative_step is not None:
     checks.check_eps(spec.relative_step, f"{where}relative_step")
-  resolved = {"steps": steps, "loss": loss, "eps": tuple(float(e) for e in spec.eps)}
+  resolved: dict[str, Any] = {
+    "steps": steps,
+    "loss": loss,
+    "eps": tuple(float(e) for e in spec.eps),
+  }
   for field, default in _EXTRA_DEFAULTS.items():
     if method in _EXTRA_FIELDS[field]:
       value = default if getattr(spec, field) is None else getattr(spec, field)

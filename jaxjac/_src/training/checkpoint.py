@@ -22,6 +22,7 @@ import shutil
 import signal
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -73,7 +74,7 @@ def checksum(state: Any, meta: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _sigint_deferred():
+def _sigint_deferred() -> Iterator[None]:
   """Holds Ctrl-C back until the block ends, then raises it: a save is never cut in half.
 
   Orbax commits a checkpoint in background threads; a ``KeyboardInterrupt`` in the middle
@@ -154,21 +155,22 @@ def restore_latest(
     CheckpointError: checkpoints exist but none is intact.
   """
   mngr = open_manager(workdir)
+  found: tuple[TrainState, dict | None, int] | None = None
+  failures: list[tuple[int, str]] = []
   try:
-    steps = sorted(mngr.all_steps(), reverse=True)
-    failures = []
-    for step in steps:
+    for step in sorted(mngr.all_steps(), reverse=True):
       try:
         state, meta = _restore_step(mngr, step, template)
       except Exception as err:  # noqa: BLE001 (orbax/TensorStore raise many types)
         failures.append((step, _reason(err)))
         continue
+      found = (state, meta, step)
       break
-    else:
-      state = meta = step = None
   finally:
     mngr.close()
-  if step is None and failures:
+  if found is None:
+    if not failures:
+      return None
     reasons = "; ".join(f"step {s}: {why}" for s, why in failures)
     raise CheckpointError(
       f"no intact checkpoint in {checkpoint_dir(workdir)}: steps "
@@ -185,8 +187,8 @@ def restore_latest(
       os.makedirs(os.path.dirname(dest), exist_ok=True)
       shutil.move(os.path.join(checkpoint_dir(workdir), str(bad)), dest)
       msg += f"; moved to {dest}"
-    warnings.warn(f"{msg}; falling back to the checkpoint at step {step}.", stacklevel=2)
-  return None if step is None else (state, meta, step)
+    warnings.warn(f"{msg}; falling back to the checkpoint at step {found[2]}.", stacklevel=2)
+  return found
 
 
 def restore_checkpoint(workdir: str, state: TrainState, *, step: int | None = None) -> TrainState:

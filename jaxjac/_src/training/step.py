@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +72,20 @@ from jaxjac._src.training.state import TrainState
 
 Batch = tuple[jax.Array, jax.Array]
 Metrics = dict[str, jax.Array]
-TrainStepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+
+
+class TrainStepFn(Protocol):
+  """``train_step(state, batch, key) -> (state, metrics)``, compiled on call or ahead of
+  time with ``train_step.lower(state, batch, key).compile()`` (``jax.jit``'s result, a
+  :class:`LazyTrainStep`, or ``jaxjac.sharding.shard_train_step``'s)."""
+
+  def __call__(
+    self, state: TrainState, batch: Batch, key: jax.Array, /
+  ) -> tuple[TrainState, Metrics]: ...
+
+  def lower(self, *args: Any) -> Any: ...
+
+
 LogitsFn = Callable[[Any, jax.Array], jax.Array]
 LossFn = Callable[
   [LogitsFn, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]
@@ -88,7 +101,7 @@ def step_keys(key: jax.Array, step: jax.Array | int) -> tuple[jax.Array, jax.Arr
 
 def l2_penalty(params: Any) -> jax.Array:
   """``||theta||_2^2``, the sum of squares of every parameter."""
-  return sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
+  return jnp.asarray(sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params)))  # 0: no leaves
 
 
 def cross_entropy_loss(
@@ -369,7 +382,7 @@ class LazyTrainStep:
   CPU (``benchmarks/bench_amortized.py``), so the choice is made on the host.
   """
 
-  def __init__(self, on: Callable, off: Callable, every: int):
+  def __init__(self, on: TrainStepFn, off: TrainStepFn, every: int):
     self.on, self.off, self.every = on, off, every
 
   def __call__(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
