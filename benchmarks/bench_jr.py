@@ -59,31 +59,72 @@ import traceback
 def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--out", default="benchmarks/results/cpu_run.json")
-  p.add_argument("--sections", default="parity,main,variants,attacks,scaling",
-                 help="comma-separated; also: xlaflags (fresh process per XLA flag set)")
-  p.add_argument("--host-devices", type=int, default=2,
-                 help="XLA host-platform devices (CPU only; 2 allows the split variants)")
+  p.add_argument(
+    "--sections",
+    default="parity,main,variants,attacks,scaling",
+    help="comma-separated; also: xlaflags (fresh process per XLA flag set)",
+  )
+  p.add_argument(
+    "--host-devices",
+    type=int,
+    default=2,
+    help="XLA host-platform devices (CPU only; 2 allows the split variants)",
+  )
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--batch-large", type=int, default=0, help="extra main table at this batch (GPU)")
   p.add_argument("--reps", type=int, default=20, help="timed steps per configuration")
   p.add_argument("--min-reps", type=int, default=3)
-  p.add_argument("--cap-s", type=float, default=8.0,
-                 help="stop timing a configuration after this many seconds once min-reps are done")
-  p.add_argument("--mem-limit-gb", type=float, default=6.0,
-                 help="compile but do not run steps whose XLA peak exceeds this")
+  p.add_argument(
+    "--cap-s",
+    type=float,
+    default=8.0,
+    help="stop timing a configuration after this many seconds once min-reps are done",
+  )
+  p.add_argument(
+    "--mem-limit-gb",
+    type=float,
+    default=6.0,
+    help="compile but do not run steps whose XLA peak exceeds this",
+  )
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--models", default="lenet,mlp", help="main: models to time")
-  p.add_argument("--configs", default=",".join(
-      ["plain", "proj1", "proj3", "jvp1", "exact_auto", "exact_vjp", "exact_loop", "exact_jacrev",
-       "exact_scan", "l11_proj1",
-       "l11_exact", "torch_plain", "torch_proj1", "torch_proj3", "torch_exact_loop"]),
-      help="main: configurations to time (JAX names of JR_CONFIGS and torch_*)")
-  p.add_argument("--with-patches", action="store_true",
-                 help="variants: also LeNet' with conv_general_dilated_patches + matmul (slow)")
-  p.add_argument("--xla-extra", default="",
-                 help="(internal) extra XLA_FLAGS for --sections xlaflag")
-  p.add_argument("--report", nargs="+", default=None,
-                 help="write tables (markdown) and plots from these JSON files, run nothing")
+  p.add_argument(
+    "--configs",
+    default=",".join(
+      [
+        "plain",
+        "proj1",
+        "proj3",
+        "jvp1",
+        "exact_auto",
+        "exact_vjp",
+        "exact_loop",
+        "exact_jacrev",
+        "exact_scan",
+        "l11_proj1",
+        "l11_exact",
+        "torch_plain",
+        "torch_proj1",
+        "torch_proj3",
+        "torch_exact_loop",
+      ]
+    ),
+    help="main: configurations to time (JAX names of JR_CONFIGS and torch_*)",
+  )
+  p.add_argument(
+    "--with-patches",
+    action="store_true",
+    help="variants: also LeNet' with conv_general_dilated_patches + matmul (slow)",
+  )
+  p.add_argument(
+    "--xla-extra", default="", help="(internal) extra XLA_FLAGS for --sections xlaflag"
+  )
+  p.add_argument(
+    "--report",
+    nargs="+",
+    default=None,
+    help="write tables (markdown) and plots from these JSON files, run nothing",
+  )
   return p.parse_args(argv)
 
 
@@ -165,7 +206,8 @@ class _PatchConv(nn.Module):
     k = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, cin, self.features))
     b = self.param("bias", nn.initializers.zeros, (self.features,))
     patches = jax.lax.conv_general_dilated_patches(
-        x, (kh, kw), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x, (kh, kw), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     # Patch features are ordered (cin, kh, kw).
     w = jnp.transpose(k, (2, 0, 1, 3)).reshape(cin * kh * kw, self.features)
     return patches @ w + b
@@ -215,17 +257,17 @@ def make_batch(batch: int, image: int, num_classes: int, seed: int = 1):
 
 # name -> keyword arguments of jaxjac.jacobian_penalty (None: plain CE).
 JR_CONFIGS = {
-    "plain": None,
-    "proj1": dict(estimator="projection", num_projections=1),
-    "proj3": dict(estimator="projection", num_projections=3),
-    "jvp1": dict(estimator="jvp", num_projections=1),
-    "exact_vjp": dict(estimator="exact", method="vjp"),
-    "exact_jacrev": dict(estimator="exact", method="jacrev"),
-    "exact_scan": dict(estimator="exact", method="scan"),
-    "exact_loop": dict(estimator="exact", method="loop"),
-    "exact_auto": dict(estimator="exact", method="auto"),
-    "l11_proj1": dict(norm="l11", estimator="projection", num_projections=1),
-    "l11_exact": dict(norm="l11", estimator="exact", method="auto"),
+  "plain": None,
+  "proj1": dict(estimator="projection", num_projections=1),
+  "proj3": dict(estimator="projection", num_projections=3),
+  "jvp1": dict(estimator="jvp", num_projections=1),
+  "exact_vjp": dict(estimator="exact", method="vjp"),
+  "exact_jacrev": dict(estimator="exact", method="jacrev"),
+  "exact_scan": dict(estimator="exact", method="scan"),
+  "exact_loop": dict(estimator="exact", method="loop"),
+  "exact_auto": dict(estimator="exact", method="auto"),
+  "l11_proj1": dict(norm="l11", estimator="projection", num_projections=1),
+  "l11_exact": dict(norm="l11", estimator="exact", method="auto"),
 }
 
 
@@ -250,13 +292,19 @@ def build_step(apply_fn, tx, cfg, *, split: str = "none", mesh=None):
   """
   grads = local_grads = _grads_fn(apply_fn, cfg)
   if split == "shard_map":
+
     def local(params, x, y, key):
       key = jax.random.fold_in(key, jax.lax.axis_index("data"))
       value, g = local_grads(params, x, y, key)
       return jax.lax.pmean(value, "data"), jax.lax.pmean(g, "data")
 
-    grads = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data"), P("data"), P()),
-                          out_specs=(P(), P()), check_vma=False)
+    grads = jax.shard_map(
+      local,
+      mesh=mesh,
+      in_specs=(P(), P("data"), P("data"), P()),
+      out_specs=(P(), P()),
+      check_vma=False,
+    )
 
   def step(params, opt_state, x, y, key):
     value, g = grads(params, x, y, key)
@@ -280,20 +328,22 @@ def compile_step(step, args):
   try:
     m = compiled.memory_analysis()
     info.update(
-        temp_bytes=int(m.temp_size_in_bytes),
-        argument_bytes=int(m.argument_size_in_bytes),
-        output_bytes=int(m.output_size_in_bytes),
-        alias_bytes=int(m.alias_size_in_bytes),
+      temp_bytes=int(m.temp_size_in_bytes),
+      argument_bytes=int(m.argument_size_in_bytes),
+      output_bytes=int(m.output_size_in_bytes),
+      alias_bytes=int(m.alias_size_in_bytes),
     )
-    info["peak_bytes"] = (info["temp_bytes"] + info["argument_bytes"] + info["output_bytes"]
-                          - info["alias_bytes"])
+    info["peak_bytes"] = (
+      info["temp_bytes"] + info["argument_bytes"] + info["output_bytes"] - info["alias_bytes"]
+    )
   except Exception as e:  # noqa: BLE001 (some backends have no analysis)
     info["memory_error"] = repr(e)
   return compiled, info
 
 
-def jax_case(model_name, cfg_name, *, batch, image=28, num_classes=10, split="none", mesh=None,
-             timed=True):
+def jax_case(
+  model_name, cfg_name, *, batch, image=28, num_classes=10, split="none", mesh=None, timed=True
+):
   """A timed case: dict(run=callable, info=...)."""
   model = make_model(model_name, num_classes)
   params = init_params(model, image)
@@ -304,12 +354,24 @@ def jax_case(model_name, cfg_name, *, batch, image=28, num_classes=10, split="no
   args = (params, opt_state, x, y, key)
   if split != "none":
     rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    args = (jax.device_put(params, rep), jax.device_put(opt_state, rep),
-            jax.device_put(x, dat), jax.device_put(y, dat), jax.device_put(key, rep))
+    args = (
+      jax.device_put(params, rep),
+      jax.device_put(opt_state, rep),
+      jax.device_put(x, dat),
+      jax.device_put(y, dat),
+      jax.device_put(key, rep),
+    )
   step = build_step(model.apply, tx, JR_CONFIGS[cfg_name], split=split, mesh=mesh)
   compiled, info = compile_step(step, args)
-  info.update(impl="jax", model=model_name, config=cfg_name, batch=batch, image=image,
-              num_classes=num_classes, split=split)
+  info.update(
+    impl="jax",
+    model=model_name,
+    config=cfg_name,
+    batch=batch,
+    image=image,
+    num_classes=num_classes,
+    split=split,
+  )
   if not timed:
     info["skipped"] = "memory analysis only (not timed)"
     return {"run": None, "info": info, "skip": True}
@@ -340,10 +402,16 @@ def torch_case(model_name, mode, *, params, batch, image=28, num_classes=10, num
   step = torch_ref.make_train_step(tm, mode=mode, lam=LAM, num_projections=num_projections)
   t0 = time.perf_counter()
   step(tx_, ty)  # warm-up (allocator, autograd graph), reported as its "compile" time
-  info = {"impl": "torch", "model": model_name, "config": {"plain": "plain", "exact": "exact_loop"}
-          .get(mode, f"proj{num_projections}"), "batch": batch, "image": image,
-          "num_classes": num_classes, "split": f"threads={torch.get_num_threads()}",
-          "compile_s": time.perf_counter() - t0}
+  info = {
+    "impl": "torch",
+    "model": model_name,
+    "config": {"plain": "plain", "exact": "exact_loop"}.get(mode, f"proj{num_projections}"),
+    "batch": batch,
+    "image": image,
+    "num_classes": num_classes,
+    "split": f"threads={torch.get_num_threads()}",
+    "compile_s": time.perf_counter() - t0,
+  }
   return {"run": lambda: float(step(tx_, ty).detach()), "info": info}
 
 
@@ -369,8 +437,13 @@ def time_interleaved(cases: dict, *, reps: int, min_reps: int, cap_s: float) -> 
     ts = times[k]
     if ts:
       q = np.percentile(ts, [25, 50, 75])
-      info.update(n=len(ts), median_ms=1e3 * float(q[1]), q25_ms=1e3 * float(q[0]),
-                  q75_ms=1e3 * float(q[2]), min_ms=1e3 * min(ts))
+      info.update(
+        n=len(ts),
+        median_ms=1e3 * float(q[1]),
+        q25_ms=1e3 * float(q[0]),
+        q75_ms=1e3 * float(q[2]),
+        min_ms=1e3 * min(ts),
+      )
     rows.append(info)
   return rows
 
@@ -422,8 +495,9 @@ def section_parity(args):
     v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
     logits_j = model.apply(variables, x)
     exact_j = jaxjac.jacobian_penalty(model.apply, variables, x)
-    proj_j = jaxjac.jacobian_penalty(model.apply, variables, x, key=key, estimator="projection",
-                                     num_projections=n)
+    proj_j = jaxjac.jacobian_penalty(
+      model.apply, variables, x, key=key, estimator="projection", num_projections=n
+    )
     exact_t, logits_t = torch_ref.frobenius_exact(tm, tx_)
     proj_t, _ = torch_ref.frobenius_projection(tm, tx_, torch.from_numpy(np.asarray(v)))
     # Gradient of the JR penalty with respect to the first layer's kernel.
@@ -441,13 +515,16 @@ def section_parity(args):
       return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
     row = {
-        "model": name, "batch": 16,
-        "logits_rel_err": rel(logits_t.detach().numpy(), logits_j),
-        "exact_jax": float(exact_j), "exact_torch": float(exact_t.detach()),
-        "exact_rel_err": rel(float(exact_t), float(exact_j)),
-        "proj3_jax": float(proj_j), "proj3_torch": float(proj_t.detach()),
-        "proj3_rel_err": rel(float(proj_t), float(proj_j)),
-        "grad_first_kernel_rel_err": rel(g_t, g_j),
+      "model": name,
+      "batch": 16,
+      "logits_rel_err": rel(logits_t.detach().numpy(), logits_j),
+      "exact_jax": float(exact_j),
+      "exact_torch": float(exact_t.detach()),
+      "exact_rel_err": rel(float(exact_t), float(exact_j)),
+      "proj3_jax": float(proj_j),
+      "proj3_torch": float(proj_t.detach()),
+      "proj3_rel_err": rel(float(proj_t), float(proj_j)),
+      "grad_first_kernel_rel_err": rel(g_t, g_j),
     }
     row["pass"] = all(row[k] < 1e-4 for k in row if k.endswith("rel_err"))
     _log("parity", row)
@@ -475,15 +552,20 @@ def section_main(args, batch):
     rows = add_ratios(rows, lambda r: "torch_plain" if r["impl"] == "torch" else "plain")
     by = {r["name"]: r for r in rows}
     for r in rows:  # jaxjac against PyTorch on the same estimator
-      twin = {"plain": "torch_plain", "proj1": "torch_proj1", "proj3": "torch_proj3",
-              **{f"exact_{m}": "torch_exact_loop"
-                 for m in ("auto", "vjp", "loop", "jacrev", "scan")}}.get(r["name"])
+      twin = {
+        "plain": "torch_plain",
+        "proj1": "torch_proj1",
+        "proj3": "torch_proj3",
+        **{f"exact_{m}": "torch_exact_loop" for m in ("auto", "vjp", "loop", "jacrev", "scan")},
+      }.get(r["name"])
       if twin in by and "median_ms" in by[twin] and "median_ms" in r:
         r["ratio_to_torch"] = r["median_ms"] / by[twin]["median_ms"]
     res[name] = rows
     for r in rows:
-      _log(f"  {r['name']:18s} {r.get('median_ms', float('nan')):9.1f} ms  "
-           f"x{r.get('ratio_to_plain', float('nan')):.2f}  n={r.get('n')}")
+      _log(
+        f"  {r['name']:18s} {r.get('median_ms', float('nan')):9.1f} ms  "
+        f"x{r.get('ratio_to_plain', float('nan')):.2f}  n={r.get('n')}"
+      )
   return res
 
 
@@ -501,19 +583,23 @@ def section_scaling(args):
       for cfg in ("plain", "proj1", "exact_vjp", "exact_scan"):
         _log("compile", name, cfg, "C", c)
         cases[f"C{c}_{cfg}"] = _too_big(
-            jax_case(name, cfg, batch=batch, num_classes=c, timed=timed), args.mem_limit_gb)
+          jax_case(name, cfg, batch=batch, num_classes=c, timed=timed), args.mem_limit_gb
+        )
     rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     rows = add_ratios(rows, lambda r: f"C{r['num_classes']}_plain")
     res["classes"] += rows
-  grid_d = [("mlp", args.batch, (28, 56, 112), True),
-            ("lenet_reshape_pool", args.batch, (28, 56, 112), False)]
+  grid_d = [
+    ("mlp", args.batch, (28, 56, 112), True),
+    ("lenet_reshape_pool", args.batch, (28, 56, 112), False),
+  ]
   for name, batch, sides, timed in grid_d:
     cases = {}
     for s in sides:
       for cfg in ("plain", "proj1", "jvp1", "exact_vjp"):
         _log("compile", name, cfg, "image", s)
         cases[f"S{s}_{cfg}"] = _too_big(
-            jax_case(name, cfg, batch=batch, image=s, timed=timed), args.mem_limit_gb)
+          jax_case(name, cfg, batch=batch, image=s, timed=timed), args.mem_limit_gb
+        )
     rows = time_interleaved(cases, reps=args.reps, min_reps=args.min_reps, cap_s=args.cap_s)
     rows = add_ratios(rows, lambda r: f"S{r['image']}_plain")
     res["input"] += rows
@@ -528,17 +614,25 @@ def section_attacks(args):
   x, y = make_batch(args.batch, 28, 10)
   key = jax.random.key(5)
   runs = {
-      "pgd40_linf": lambda: attacks.pgd(model.apply, variables, x, y, eps=0.3, norm="linf",
-                                        steps=40, key=key),
-      "apgd100_ce_linf": lambda: attacks.apgd(model.apply, variables, x, y, eps=0.3,
-                                              norm="linf", steps=100, key=key, loss="ce"),
+    "pgd40_linf": lambda: attacks.pgd(
+      model.apply, variables, x, y, eps=0.3, norm="linf", steps=40, key=key
+    ),
+    "apgd100_ce_linf": lambda: attacks.apgd(
+      model.apply, variables, x, y, eps=0.3, norm="linf", steps=100, key=key, loss="ce"
+    ),
   }
   cases = {}
   for k, fn in runs.items():
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
-    info = {"impl": "jax", "model": "lenet", "config": k, "batch": args.batch,
-            "compile_s": time.perf_counter() - t0, "split": "none"}
+    info = {
+      "impl": "jax",
+      "model": "lenet",
+      "config": k,
+      "batch": args.batch,
+      "compile_s": time.perf_counter() - t0,
+      "split": "none",
+    }
     cases[k] = {"run": (lambda fn=fn: jax.block_until_ready(fn())), "info": info}
   plain = jax_case("lenet", "plain", batch=args.batch)
   cases["plain"] = plain
@@ -557,12 +651,15 @@ def section_variants(args):
   splits = ["none"] + (["gspmd", "shard_map"] if mesh is not None else [])
   res = {}
   plans = {
-      "lenet": [("lenet", "none", ("plain", "proj1"))]
-      + [("lenet_reshape_pool", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ()))
-         for s in splits]
-      + ([("lenet_patches", "none", ("plain", "proj1"))] if args.with_patches else []),
-      "mlp": [("mlp", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ()))
-              for s in splits],
+    "lenet": [("lenet", "none", ("plain", "proj1"))]
+    + [
+      ("lenet_reshape_pool", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ()))
+      for s in splits
+    ]
+    + ([("lenet_patches", "none", ("plain", "proj1"))] if args.with_patches else []),
+    "mlp": [
+      ("mlp", s, ("plain", "proj1") + (("exact_vjp",) if s == "none" else ())) for s in splits
+    ],
   }
   for group, plan in plans.items():
     cases = {}
@@ -570,7 +667,8 @@ def section_variants(args):
       for cfg in cfgs:
         _log("compile", model_name, split, cfg)
         cases[f"{model_name}|{split}|{cfg}"] = jax_case(
-            model_name, cfg, batch=args.batch, split=split, mesh=mesh)
+          model_name, cfg, batch=args.batch, split=split, mesh=mesh
+        )
     if not args.no_torch:
       params = init_params(make_model(group), 28)
       for mode in ("plain", "projection"):
@@ -586,14 +684,17 @@ def section_variants(args):
       own = by.get(r["name"].rsplit("|", 1)[0] + "|plain")
       if own and "median_ms" in own and "median_ms" in r:
         r["ratio_to_own_plain"] = r["median_ms"] / own["median_ms"]
-      tw = torch_by.get({"proj1": "proj1", "plain": "plain", "exact_vjp": "exact_loop"}
-                        .get(r["config"], ""))
+      tw = torch_by.get(
+        {"proj1": "proj1", "plain": "plain", "exact_vjp": "exact_loop"}.get(r["config"], "")
+      )
       if r["impl"] == "jax" and tw and "median_ms" in tw and "median_ms" in r:
         r["ratio_to_torch"] = r["median_ms"] / tw["median_ms"]
     res[group] = rows
     for r in rows:
-      _log(f"  {r['name']:40s} {r.get('median_ms', float('nan')):9.1f} ms  "
-           f"torch x{r.get('ratio_to_torch', float('nan')):.2f}")
+      _log(
+        f"  {r['name']:40s} {r.get('median_ms', float('nan')):9.1f} ms  "
+        f"torch x{r.get('ratio_to_torch', float('nan')):.2f}"
+      )
   return res
 
 
@@ -616,23 +717,26 @@ def section_pool(args):
     base = by.get(f"lenet|{r['config']}")
     if base and "median_ms" in base and "median_ms" in r:
       r["ratio_to_library_pool"] = r["median_ms"] / base["median_ms"]
-    _log(f"  {r['name']:28s} {r.get('median_ms', float('nan')):9.1f} ms  "
-         f"x{r.get('ratio_to_library_pool', float('nan')):.2f} of the library pool")
+    _log(
+      f"  {r['name']:28s} {r.get('median_ms', float('nan')):9.1f} ms  "
+      f"x{r.get('ratio_to_library_pool', float('nan')):.2f} of the library pool"
+    )
   return rows
 
 
 XLA_FLAG_SETS = {
-    "default": "",
-    "onednn": "--xla_cpu_use_onednn=true",
-    "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
+  "default": "",
+  "onednn": "--xla_cpu_use_onednn=true",
+  "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
 }
 
 
 def section_xlaflag(args):
   """(Run in a child process.) LeNet' (reshape pool) plain and proj1 under the current flags."""
   cases = {cfg: jax_case("lenet_reshape_pool", cfg, batch=args.batch) for cfg in ("plain", "proj1")}
-  rows = time_interleaved(cases, reps=max(args.reps // 2, args.min_reps), min_reps=args.min_reps,
-                          cap_s=args.cap_s / 2)
+  rows = time_interleaved(
+    cases, reps=max(args.reps // 2, args.min_reps), min_reps=args.min_reps, cap_s=args.cap_s / 2
+  )
   return add_ratios(rows, lambda r: "plain")
 
 
@@ -641,10 +745,25 @@ def section_xlaflags(args):
   rows = []
   for rnd in range(2):
     for name, flag in XLA_FLAG_SETS.items():
-      cmd = [sys.executable, os.path.abspath(__file__), "--sections", "xlaflag",
-             "--host-devices", "1", "--reps", str(args.reps), "--min-reps", str(args.min_reps),
-             "--cap-s", str(args.cap_s), "--batch", str(args.batch), f"--xla-extra={flag}",
-             "--out", "-"]
+      cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--sections",
+        "xlaflag",
+        "--host-devices",
+        "1",
+        "--reps",
+        str(args.reps),
+        "--min-reps",
+        str(args.min_reps),
+        "--cap-s",
+        str(args.cap_s),
+        "--batch",
+        str(args.batch),
+        f"--xla-extra={flag}",
+        "--out",
+        "-",
+      ]
       _log("xla flags", name, flag)
       proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
       if proc.returncode != 0:
@@ -677,66 +796,99 @@ def report(paths):
   lines = []
   for p, run in zip(paths, runs, strict=False):
     m = run["meta"]
-    lines += [f"## {os.path.basename(p)}", "",
-              f"Device: {m['device']}; {m['cpu_count']} CPUs; host devices {m['host_devices']}; "
-              f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end; "
-              f"jax {m['jax']}, torch {m.get('torch')}; total {m['total_s']:.0f} s.", ""]
+    lines += [
+      f"## {os.path.basename(p)}",
+      "",
+      f"Device: {m['device']}; {m['cpu_count']} CPUs; host devices {m['host_devices']}; "
+      f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end; "
+      f"jax {m['jax']}, torch {m.get('torch')}; total {m['total_s']:.0f} s.",
+      "",
+    ]
     for row in run.get("parity", []):
       lines.append(
-          f"Parity {row['model']} (batch 16): exact JAX {row['exact_jax']:.6g} vs PyTorch "
-          f"{row['exact_torch']:.6g} (rel {row['exact_rel_err']:.1e}); projection n=3 same v: "
-          f"{row['proj3_jax']:.6g} vs {row['proj3_torch']:.6g} (rel {row['proj3_rel_err']:.1e}); "
-          f"penalty gradient (first kernel) rel {row['grad_first_kernel_rel_err']:.1e}; "
-          f"logits rel {row['logits_rel_err']:.1e}: {'PASS' if row['pass'] else 'FAIL'}.")
+        f"Parity {row['model']} (batch 16): exact JAX {row['exact_jax']:.6g} vs PyTorch "
+        f"{row['exact_torch']:.6g} (rel {row['exact_rel_err']:.1e}); projection n=3 same v: "
+        f"{row['proj3_jax']:.6g} vs {row['proj3_torch']:.6g} (rel {row['proj3_rel_err']:.1e}); "
+        f"penalty gradient (first kernel) rel {row['grad_first_kernel_rel_err']:.1e}; "
+        f"logits rel {row['logits_rel_err']:.1e}: {'PASS' if row['pass'] else 'FAIL'}."
+      )
     lines.append("")
     for key in [k for k in run if k.startswith("main")]:
       for model, rows in run[key].items():
-        lines += [f"### {key}: {model}, batch {rows[0]['batch']}", "",
-                  "| step | impl | median ms [IQR] | x plain | x PyTorch | compile s | "
-                  "XLA peak MB | x plain mem |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+          f"### {key}: {model}, batch {rows[0]['batch']}",
+          "",
+          "| step | impl | median ms [IQR] | x plain | x PyTorch | compile s | "
+          "XLA peak MB | x plain mem |",
+          "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-          lines.append(f"| {r['name']} | {r['impl']} | {_fmt_ms(r)} | "
-                       f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('ratio_to_torch'))} | "
-                       f"{_fmt(r.get('compile_s'), '.1f')} | {_mb(r)} | "
-                       f"{_fmt(r.get('mem_ratio_to_plain'))} |")
+          lines.append(
+            f"| {r['name']} | {r['impl']} | {_fmt_ms(r)} | "
+            f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('ratio_to_torch'))} | "
+            f"{_fmt(r.get('compile_s'), '.1f')} | {_mb(r)} | "
+            f"{_fmt(r.get('mem_ratio_to_plain'))} |"
+          )
         lines.append("")
     if "scaling" in run:
       for kind, label in (("classes", "num_classes"), ("input", "image")):
-        lines += [f"### scaling vs {label}", "",
-                  f"| model | batch | {label} | step | median ms [IQR] | x plain | XLA peak MB |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+          f"### scaling vs {label}",
+          "",
+          f"| model | batch | {label} | step | median ms [IQR] | x plain | XLA peak MB |",
+          "|---|---|---|---|---|---|---|",
+        ]
         for r in run["scaling"][kind]:
-          lines.append(f"| {r['model']} | {r['batch']} | {r[label]} | {r['config']} | "
-                       f"{_fmt_ms(r)} | {_fmt(r.get('ratio_to_plain'))} | {_mb(r)} |")
+          lines.append(
+            f"| {r['model']} | {r['batch']} | {r[label]} | {r['config']} | "
+            f"{_fmt_ms(r)} | {_fmt(r.get('ratio_to_plain'))} | {_mb(r)} |"
+          )
         lines.append("")
     if "attacks" in run:
-      lines += ["### attacks (LeNet', untrained weights)", "",
-                "| attack | median ms [IQR] | examples/s | x plain step | compile s |",
-                "|---|---|---|---|---|"]
+      lines += [
+        "### attacks (LeNet', untrained weights)",
+        "",
+        "| attack | median ms [IQR] | examples/s | x plain step | compile s |",
+        "|---|---|---|---|---|",
+      ]
       for r in run["attacks"]:
-        lines.append(f"| {r['name']} | {_fmt_ms(r)} | {_fmt(r.get('examples_per_s'), '.0f')} | "
-                     f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('compile_s'), '.1f')} |")
+        lines.append(
+          f"| {r['name']} | {_fmt_ms(r)} | {_fmt(r.get('examples_per_s'), '.0f')} | "
+          f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('compile_s'), '.1f')} |"
+        )
       lines.append("")
     if "variants" in run:
       for group, rows in run["variants"].items():
-        lines += [f"### CPU variants: {group}, batch {rows[0]['batch']}", "",
-                  "| model | split | step | median ms [IQR] | x stock plain | x own plain | "
-                  "x PyTorch | compile s |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+          f"### CPU variants: {group}, batch {rows[0]['batch']}",
+          "",
+          "| model | split | step | median ms [IQR] | x stock plain | x own plain | "
+          "x PyTorch | compile s |",
+          "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
           model, split, _ = r["name"].split("|")
-          lines.append(f"| {model} | {split} | {r['config']} | {_fmt_ms(r)} | "
-                       f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('ratio_to_own_plain'))} | "
-                       f"{_fmt(r.get('ratio_to_torch'))} | {_fmt(r.get('compile_s'), '.1f')} |")
+          lines.append(
+            f"| {model} | {split} | {r['config']} | {_fmt_ms(r)} | "
+            f"{_fmt(r.get('ratio_to_plain'))} | {_fmt(r.get('ratio_to_own_plain'))} | "
+            f"{_fmt(r.get('ratio_to_torch'))} | {_fmt(r.get('compile_s'), '.1f')} |"
+          )
         lines.append("")
     if "xlaflags" in run:
-      lines += ["### XLA flags (LeNet' reshape pool, fresh process each, 2 rounds)", "",
-                "| flags | round | step | median ms [IQR] | x plain |", "|---|---|---|---|---|"]
+      lines += [
+        "### XLA flags (LeNet' reshape pool, fresh process each, 2 rounds)",
+        "",
+        "| flags | round | step | median ms [IQR] | x plain |",
+        "|---|---|---|---|---|",
+      ]
       for r in run["xlaflags"]:
         if "error" in r:
           lines.append(f"| {r['flags']} | {r['round']} | error | | |")
           continue
-        lines.append(f"| {r['flags']} | {r['round']} | {r['name']} | {_fmt_ms(r)} | "
-                     f"{_fmt(r.get('ratio_to_plain'))} |")
+        lines.append(
+          f"| {r['flags']} | {r['round']} | {r['name']} | {_fmt_ms(r)} | "
+          f"{_fmt(r.get('ratio_to_plain'))} |"
+        )
       lines.append("")
   out_dir = os.path.dirname(os.path.abspath(paths[0]))
   with open(os.path.join(out_dir, "tables.md"), "w") as f:
@@ -759,13 +911,24 @@ def _plots(runs, paths, out_dir):
     for col, model in enumerate(("mlp", "lenet_reshape_pool")):
       rows = [r for r in run["scaling"]["classes"] if r["model"] == model]
       for cfg in ("proj1", "jvp1", "exact_vjp", "exact_scan"):
-        pts = sorted((r["num_classes"], r.get("ratio_to_plain"), r.get("peak_bytes"))
-                     for r in rows if r["config"] == cfg)
+        pts = sorted(
+          (r["num_classes"], r.get("ratio_to_plain"), r.get("peak_bytes"))
+          for r in rows
+          if r["config"] == cfg
+        )
         xs = [c for c, t, _ in pts if t is not None]
-        axes[0, col].plot(xs, [t for _, t, _ in pts if t is not None], styles[run_i % 2],
-                          label=f"{cfg} ({os.path.basename(p)})")
-        axes[1, col].plot([c for c, _, m in pts if m], [m / 2**20 for _, _, m in pts if m],
-                          styles[run_i % 2], label=f"{cfg} ({os.path.basename(p)})")
+        axes[0, col].plot(
+          xs,
+          [t for _, t, _ in pts if t is not None],
+          styles[run_i % 2],
+          label=f"{cfg} ({os.path.basename(p)})",
+        )
+        axes[1, col].plot(
+          [c for c, _, m in pts if m],
+          [m / 2**20 for _, _, m in pts if m],
+          styles[run_i % 2],
+          label=f"{cfg} ({os.path.basename(p)})",
+        )
       b = rows[0]["batch"] if rows else "?"
       axes[0, col].set_title(f"{model}, batch {b}: step time / plain step")
       axes[1, col].set_title(f"{model}, batch {b}: XLA peak memory (MiB)")
@@ -810,13 +973,17 @@ def main(args):
   sys.path.insert(0, HERE)
   t_start = time.perf_counter()
   meta = {
-      "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-      "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
-      + (f" ({platform.processor() or platform.machine()})" if jax.default_backend() == "cpu"
-         else ""),
-      "host_devices": len(jax.devices()), "cpu_count": os.cpu_count(),
-      "loadavg_start": [round(v, 2) for v in os.getloadavg()], "jax": jax.__version__,
-      "xla_flags": os.environ.get("XLA_FLAGS", ""), "lambda": LAM,
+    "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+    + (
+      f" ({platform.processor() or platform.machine()})" if jax.default_backend() == "cpu" else ""
+    ),
+    "host_devices": len(jax.devices()),
+    "cpu_count": os.cpu_count(),
+    "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+    "jax": jax.__version__,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "lambda": LAM,
   }
   if not args.no_torch and args.sections != "xlaflag":
     try:
@@ -829,16 +996,19 @@ def main(args):
   result = {"meta": meta}
   sections = args.sections.split(",")
   plan = [
-      ("parity", lambda: section_parity(args), not args.no_torch),
-      ("main", lambda: section_main(args, args.batch), True),
-      (f"main_b{args.batch_large}", lambda: section_main(args, args.batch_large),
-       bool(args.batch_large) and "main" in sections),
-      ("variants", lambda: section_variants(args), True),
-      ("pool", lambda: section_pool(args), True),
-      ("attacks", lambda: section_attacks(args), True),
-      ("scaling", lambda: section_scaling(args), True),
-      ("xlaflag", lambda: section_xlaflag(args), True),
-      ("xlaflags", lambda: section_xlaflags(args), True),
+    ("parity", lambda: section_parity(args), not args.no_torch),
+    ("main", lambda: section_main(args, args.batch), True),
+    (
+      f"main_b{args.batch_large}",
+      lambda: section_main(args, args.batch_large),
+      bool(args.batch_large) and "main" in sections,
+    ),
+    ("variants", lambda: section_variants(args), True),
+    ("pool", lambda: section_pool(args), True),
+    ("attacks", lambda: section_attacks(args), True),
+    ("scaling", lambda: section_scaling(args), True),
+    ("xlaflag", lambda: section_xlaflag(args), True),
+    ("xlaflags", lambda: section_xlaflags(args), True),
   ]
   for name, fn, enabled in plan:
     if not enabled or (name not in sections and not name.startswith("main_b")):

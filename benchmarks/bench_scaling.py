@@ -60,8 +60,11 @@ def _parse(argv=None):
   p.add_argument("--pgd-steps", type=int, default=10, help="0 to skip the attack timing")
   p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--out", default="benchmarks/results/scaling_cpu.json")
-  p.add_argument("--worker", action="store_true",
-                 help="run one measurement in this process (all its devices; multi-host aware)")
+  p.add_argument(
+    "--worker",
+    action="store_true",
+    help="run one measurement in this process (all its devices; multi-host aware)",
+  )
   return p.parse_args(argv)
 
 
@@ -118,25 +121,27 @@ def worker(args) -> dict:
 
   train_s = _median_time(one_step, args.steps)
   result = {
-      "devices": jax.device_count(),
-      "processes": jax.process_count(),
-      "platform": jax.devices()[0].platform,
-      "device_kind": jax.devices()[0].device_kind,
-      "model": args.model,
-      "batch": args.batch,
-      "jr_lambda": args.jr_lambda,
-      "precision": args.precision,
-      "train_compile_s": compile_s,
-      "train_step_s": train_s,
-      "train_examples_per_s": args.batch / train_s,
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "platform": jax.devices()[0].platform,
+    "device_kind": jax.devices()[0].device_kind,
+    "model": args.model,
+    "batch": args.batch,
+    "jr_lambda": args.jr_lambda,
+    "precision": args.precision,
+    "train_compile_s": compile_s,
+    "train_step_s": train_s,
+    "train_examples_per_s": args.batch / train_s,
   }
   if args.pgd_steps:
     params = {"params": holder[0].params}
-    attack = sharding.shard_attack(attacks.pgd, apply_fn, mesh, eps=0.3, norm="linf",
-                                   steps=args.pgd_steps, step_size=0.01)
+    attack = sharding.shard_attack(
+      attacks.pgd, apply_fn, mesh, eps=0.3, norm="linf", steps=args.pgd_steps, step_size=0.01
+    )
     jax.block_until_ready(attack(params, *batch, key))  # Compile and warm up.
-    pgd_s = _median_time(lambda: jax.block_until_ready(attack(params, *batch, key)),
-                         max(2, args.steps // 2))
+    pgd_s = _median_time(
+      lambda: jax.block_until_ready(attack(params, *batch, key)), max(2, args.steps // 2)
+    )
     result.update(pgd_s=pgd_s, pgd_examples_per_s=args.batch / pgd_s)
   return result
 
@@ -147,9 +152,23 @@ def _spawn(args, n: int | None) -> dict:
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     env["JAX_PLATFORMS"] = "cpu"
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
-         "--batch", str(args.batch), "--steps", str(args.steps), "--jr-lambda",
-         str(args.jr_lambda), "--pgd-steps", str(args.pgd_steps), "--precision", args.precision]
+  cmd = [
+    sys.executable,
+    os.path.abspath(__file__),
+    "--worker",
+    "--model",
+    args.model,
+    "--batch",
+    str(args.batch),
+    "--steps",
+    str(args.steps),
+    "--jr-lambda",
+    str(args.jr_lambda),
+    "--pgd-steps",
+    str(args.pgd_steps),
+    "--precision",
+    args.precision,
+  ]
   out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
   if out.returncode != 0:
     raise RuntimeError(f"worker with {n} devices failed:\n{out.stderr[-3000:]}")
@@ -174,39 +193,42 @@ def main(argv=None) -> None:
     for n in counts:
       res = _spawn(args, n)
       rounds.setdefault(str(res["devices"]), []).append(res)
-      print(f"round {r} devices {res['devices']}: train {res['train_examples_per_s']:.1f} ex/s"
-            + (f", pgd {res['pgd_examples_per_s']:.1f} ex/s" if "pgd_s" in res else ""),
-            flush=True)
+      print(
+        f"round {r} devices {res['devices']}: train {res['train_examples_per_s']:.1f} ex/s"
+        + (f", pgd {res['pgd_examples_per_s']:.1f} ex/s" if "pgd_s" in res else ""),
+        flush=True,
+      )
   best = {n: min(rs, key=lambda res: res["train_step_s"]) for n, rs in rounds.items()}
   base = best[min(best, key=int)]
   table = []
   for n in sorted(best, key=int):
     b = best[n]
     row = {
-        "devices": int(n),
-        "train_examples_per_s": b["train_examples_per_s"],
-        "train_speedup": base["train_step_s"] / b["train_step_s"],
-        "train_compile_s": b["train_compile_s"],
+      "devices": int(n),
+      "train_examples_per_s": b["train_examples_per_s"],
+      "train_speedup": base["train_step_s"] / b["train_step_s"],
+      "train_compile_s": b["train_compile_s"],
     }
     if "pgd_s" in b:
-      row.update(pgd_examples_per_s=b["pgd_examples_per_s"],
-                 pgd_speedup=base["pgd_s"] / b["pgd_s"])
+      row.update(pgd_examples_per_s=b["pgd_examples_per_s"], pgd_speedup=base["pgd_s"] / b["pgd_s"])
     table.append(row)
   report = {
-      "backend": backend,
-      "machine": platform.processor() or platform.machine(),
-      "cpu_count": os.cpu_count(),
-      "jax": jax.__version__,
-      "args": {k: v for k, v in vars(args).items() if k != "worker"},
-      "table": table,
-      "rounds": rounds,
+    "backend": backend,
+    "machine": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "args": {k: v for k, v in vars(args).items() if k != "worker"},
+    "table": table,
+    "rounds": rounds,
   }
   print("| devices | train ex/s | speed-up | PGD ex/s | speed-up | compile s |")
   print("|---|---|---|---|---|---|")
   for row in table:
-    print(f"| {row['devices']} | {row['train_examples_per_s']:.1f} | {row['train_speedup']:.2f} "
-          f"| {row.get('pgd_examples_per_s', float('nan')):.1f} "
-          f"| {row.get('pgd_speedup', float('nan')):.2f} | {row['train_compile_s']:.1f} |")
+    print(
+      f"| {row['devices']} | {row['train_examples_per_s']:.1f} | {row['train_speedup']:.2f} "
+      f"| {row.get('pgd_examples_per_s', float('nan')):.1f} "
+      f"| {row.get('pgd_speedup', float('nan')):.2f} | {row['train_compile_s']:.1f} |"
+    )
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -54,12 +54,12 @@ class LeNet(nn.Module):
 class MLP(nn.Module):
   """ReLU MLP on flattened images, ``d - features... - C``."""
 
-  def __init__(self, features: Sequence[int] = (1024, 1024), num_classes: int = 10,
-               in_features: int = 784):
+  def __init__(
+    self, features: Sequence[int] = (1024, 1024), num_classes: int = 10, in_features: int = 784
+  ):
     super().__init__()
     sizes = [in_features, *features]
-    self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in
-                                zip(sizes[:-1], sizes[1:], strict=True))
+    self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     self.out = nn.Linear(sizes[-1], num_classes)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +123,16 @@ def frobenius_exact(model: nn.Module, x: torch.Tensor):
   return total / x.shape[0], z
 
 
-def make_train_step(model: nn.Module, *, mode: str, lam: float = 0.01, num_projections: int = 1,
-                    lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None):
+def make_train_step(
+  model: nn.Module,
+  *,
+  mode: str,
+  lam: float = 0.01,
+  num_projections: int = 1,
+  lr: float = 1e-3,
+  seed: int = 0,
+  device: str | torch.device | None = None,
+):
   """``step(x, y)``: one Adam step on ``CE + lam/2 * penalty``.
 
   ``mode``: ``"plain"``, ``"projection"`` or ``"exact"``. ``device``: where the

@@ -217,7 +217,12 @@ def _worker_devices(out_path):
 
   def penalty(variables, x, key):
     values = jaxjac.jacobian_penalty(
-      model.apply, variables, x, key=key, estimator="projection", num_projections=2,
+      model.apply,
+      variables,
+      x,
+      key=key,
+      estimator="projection",
+      num_projections=2,
       reduction="none",
     )
     return values, jnp.mean(values)
