@@ -1,13 +1,29 @@
-"""Every example in the public docstrings of the core modules runs and prints what it says."""
+"""Every example in the public docstrings of the core modules runs and prints what it says.
+
+The attack, evaluation, data and sharding modules run theirs in their own test files.
+"""
 
 import doctest
+import importlib
 
 import jax
 import pytest
 
-from jaxjac._src import checks, estimators, jacobian, models, penalty, precision, surrogates
+from jaxjac._src import (
+  checks,
+  estimators,
+  jacobian,
+  metrics,
+  models,
+  penalty,
+  precision,
+  surrogates,
+)
 
-MODULES = [jacobian, estimators, penalty, surrogates, models, precision]
+# The attack package re-exports the functions `fab` and `square` under the modules' names.
+fab = importlib.import_module("jaxjac._src.attacks.fab")
+square = importlib.import_module("jaxjac._src.attacks.square")
+MODULES = [jacobian, estimators, penalty, surrogates, models, precision, metrics, fab, square]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

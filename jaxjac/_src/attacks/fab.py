@@ -306,7 +306,7 @@ def fab(
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxjac._src.fab import fab
+    >>> from jaxjac.attacks import fab
     >>> w = jnp.array([[1.0, -1.0], [-1.0, 1.0]])
     >>> apply_fn = lambda p, x: x @ p
     >>> x = jnp.array([[0.6, 0.4]]); y = jnp.array([0])
