@@ -6,8 +6,9 @@
 #   3. amortized JR (jr_frac2/4, jr_every2/4/8) against full JR, 3 seeds, Table-1 budget;
 #   4. the worst case of the adversarially trained models (at, jr_at);
 #   5. the Figure-3 curves of the seven models.
-# The code runs from a snapshot of the committed tree (git archive HEAD), so editing the
-# worktree does not change a queue that is running. Logs: runs/logs/<stage>.log.
+# Each stage runs from a snapshot of the committed tree taken when it starts (git archive
+# HEAD; the commit is logged), so uncommitted edits never reach a running queue.
+# Logs: runs/logs/queue.log and runs/logs/<stage>.log.
 #
 # Usage: experiments/rerun.sh DATA_DIR [PYTHON]
 set -u
@@ -16,14 +17,15 @@ PY=${2:-python}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC="$ROOT/runs/queue_src"
 LOGS="$ROOT/runs/logs"
-rm -rf "$SRC" && mkdir -p "$SRC" "$LOGS"
-git -C "$ROOT" archive HEAD | tar -x -C "$SRC"
-git -C "$ROOT" rev-parse HEAD > "$LOGS/commit"
+mkdir -p "$LOGS"
 COMMON=(--data_dir "$DATA_DIR" --workdir "$ROOT/runs/experiments"
   --out "$ROOT/runs/results" --figures "$ROOT/runs/results")
 stage() {
   local name=$1; shift
-  echo "$(date -u +%FT%TZ) start $name: $*" >> "$LOGS/queue.log"
+  rm -rf "$SRC" && mkdir -p "$SRC"
+  git -C "$ROOT" archive HEAD | tar -x -C "$SRC"
+  echo "$(date -u +%FT%TZ) start $name at $(git -C "$ROOT" rev-parse --short HEAD): $*" \
+    >> "$LOGS/queue.log"
   (cd "$SRC" && PYTHONPATH="$SRC" "$PY" experiments/hoffman.py "$@" "${COMMON[@]}") \
     > "$LOGS/$name.log" 2>&1
   echo "$(date -u +%FT%TZ) end $name: rc $?" >> "$LOGS/queue.log"
