@@ -169,11 +169,11 @@ def train_or_restore(config, workdir: str, *, dataset) -> tuple[Any, dict, float
   if os.path.exists(timing_path):
     with open(timing_path) as f:
       spent = json.load(f)["train_seconds"]
+  done = read_json(os.path.join(workdir, "summary.json"))
   t0 = time.perf_counter()
   result = training.train(config, workdir, resume=True, dataset=dataset)
-  elapsed = time.perf_counter() - t0
-  if elapsed > 5.0 or not os.path.exists(timing_path):  # not just a restore
-    spent += elapsed
+  if done is None or done.get("step") != done.get("total_steps"):  # it trained
+    spent += time.perf_counter() - t0
     with open(timing_path, "w") as f:
       json.dump({"train_seconds": spent}, f)
   return result.state, result.summary, spent
@@ -214,9 +214,7 @@ def jacobian_norms(apply_fn, params, x: np.ndarray, *, batch_size: int = 250) ->
       vals.append(np.asarray(_per_example_norm(apply_fn, params, xb, norm), np.float64))
   fro_sq, l11 = np.concatenate(per["frobenius"]), np.concatenate(per["l11"])
   return {
-    "jacobian_fro": training.jacobian_frobenius_norm(
-      apply_fn, params, x, batch_size=batch_size
-    ),
+    "jacobian_fro": training.jacobian_frobenius_norm(apply_fn, params, x, batch_size=batch_size),
     "jacobian_fro_std": float(np.sqrt(fro_sq).std()),
     "jacobian_l11": float(l11.mean()),
     "n": int(len(x)),

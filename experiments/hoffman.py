@@ -579,11 +579,16 @@ def amortized(args) -> dict:
     "seeds": args.seeds,
     "jacobian_num_test": args.jac_test,
     "summary": summary,
-    "runs": {n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()},
+    "runs": {
+      n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()
+    },
   }
   json_path, fig_path = _paths(args, "amortized")
   common.write_json(json_path, record)
-  plots.amortized({n: {k: s[k]["values"] for k in ("test_accuracy", "jacobian_fro")} for n, s in summary.items()}, fig_path)
+  plots.amortized(
+    {n: {k: s[k]["values"] for k in ("test_accuracy", "jacobian_fro")} for n, s in summary.items()},
+    fig_path,
+  )
   return record
 
 

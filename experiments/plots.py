@@ -71,9 +71,7 @@ def estimators(runs: dict, seeds: int, path: str) -> None:
   for ax in axes:
     ax.set_xlabel("training step")
     ax.legend(fontsize=8)
-  fig.suptitle(
-    f"Exact vs random-projection JR (MLP, mean +- std over {seeds} seeds)", fontsize=10
-  )
+  fig.suptitle(f"Exact vs random-projection JR (MLP, mean +- std over {seeds} seeds)", fontsize=10)
   _save(fig, path)
 
 
@@ -156,7 +154,9 @@ def wu_li_surrogate(runs: dict, path: str) -> None:
     steps = [r["step"] for r in run["log"]]
     for split, ls in (("train", "-"), ("test", "--")):
       for key, color, label in curves:
-        ax.plot(steps, [r[f"{split}_{key}"] for r in run["log"]], color + ls, label=f"{label} ({split})")
+        ax.plot(
+          steps, [r[f"{split}_{key}"] for r in run["log"]], color + ls, label=f"{label} ({split})"
+        )
     name = "l_2, ||J||_F" if norm == "l2" else "l_inf, ||J||_{1,1}"
     ax.set_title(f"{name}, eps = {run['eps']:g}", fontsize=10)
     ax.set_xlabel("training step")
