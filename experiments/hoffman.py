@@ -162,11 +162,7 @@ def table1(args) -> dict:
     row = common.read_json(os.path.join(args.workdir, "hoffman_table1", f"{name}.json"))
     if row is not None:
       rows[name] = row
-  record = {
-    "experiment": "hoffman_table1",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("hoffman_table1", args, dataset) | {
     "rows": rows,
     "missing": [m for m in hconf.TABLE1 if m not in rows],
   }
@@ -224,27 +220,14 @@ def estimators(args) -> dict:
         f"||J||_F {runs[name][-1]['final_jacobian_fro']:.3f} ({seconds:.0f} s)",
         flush=True,
       )
-  summary = {}
-  for name, rs in runs.items():
-    acc = np.array([r["final_test_accuracy"] for r in rs])
-    fro = np.array([r["final_jacobian_fro"] for r in rs])
-    summary[name] = {
-      "test_accuracy_mean": float(acc.mean()),
-      "test_accuracy_std": float(acc.std()),
-      "jacobian_fro_mean": float(fro.mean()),
-      "jacobian_fro_std": float(fro.std()),
-      "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs])),
-    }
-  record = {
-    "experiment": "hoffman_estimators",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
-    "seeds": args.seeds,
-    "config": common.get_config("hoffman_fig2", "proj1,seed0", tiny=args.tiny).to_dict(),
-    "summary": summary,
-    "runs": runs,
-  }
+  summary = common.seed_summary(
+    runs, ("final_test_accuracy", "final_jacobian_fro", "train_seconds")
+  )
+  record = common.record(
+    "hoffman_estimators", args, dataset, seeds=args.seeds,
+    config=common.get_config("hoffman_fig2", "proj1,seed0", tiny=args.tiny).to_dict(),
+    summary=summary, runs=runs,
+  )  # fmt: skip
   json_path, fig_path = _paths(args, "estimators")
   common.write_json(json_path, record)
   plots.estimators(runs, args.seeds, fig_path)
@@ -260,15 +243,10 @@ WORST_EPS = {"linf": 0.1, "l2": 1.0}
 CURVE_STEPS = 10
 
 
-def _attack_strength(args) -> dict:
-  """The standard suite's iterations and Square's queries (3 and 30 with --tiny)."""
-  return {"steps": 3 if args.tiny else args.steps, "queries": 30 if args.tiny else args.queries}
-
-
 def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
   """Worst case of model `name` at :data:`WORST_EPS` on ``--num_worst`` test images
   (``suite="standard"``); cached per model in ``<workdir>/hoffman_worst/``."""
-  strength = _attack_strength(args)
+  strength = common.attack_strength(args)
   run = name if seed == 0 else f"{name}_s{seed}"
   cache = os.path.join(args.workdir, "hoffman_worst", f"{run}.json")
   config, state, _, seconds, _ = _model(args, name, dataset, seed=seed)
@@ -315,14 +293,10 @@ def worst_case(args) -> dict:
   # Merge with the models evaluated earlier at the same settings.
   json_path, _ = _paths(args, "worst_case")
   old = common.read_json(json_path) or {}
-  strength = _attack_strength(args)
+  strength = common.attack_strength(args)
   if all(old.get(k) == v for k, v in {"num_worst": args.num_worst, **strength}.items()):
     models = {**old.get("models", {}), **models}
-  record = {
-    "experiment": "hoffman_worst_case",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("hoffman_worst_case", args, dataset) | {
     "num_worst": args.num_worst,
     **strength,
     "suite": "standard (APGD-CE, APGD-T, FAB-T, Square; cascade)",
@@ -384,11 +358,7 @@ def robustness(args) -> dict:
       f"{w['linf']['worst']:.3f}  l2 {w['l2']['worst']:.3f}",
       flush=True,
     )
-  record = {
-    "experiment": "hoffman_robustness",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("hoffman_robustness", args, dataset) | {
     "num_test": args.num_test,
     "num_worst": args.num_worst,
     "curve_attack": {
@@ -399,7 +369,7 @@ def robustness(args) -> dict:
       "loss": "ce",
     },
     "worst_attacks": "standard suite: APGD-CE, APGD-T, FAB-T, Square (cascade)",
-    **_attack_strength(args),
+    **common.attack_strength(args),
     "worst_eps": WORST_EPS,
     "models": models,
   }
@@ -488,11 +458,7 @@ def decision_cells(args) -> dict:
             "fraction_same_class": float(1 - other.mean()),
           }
         )
-  record = {
-    "experiment": "hoffman_decision_cells",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("hoffman_decision_cells", args, dataset) | {
     "radius_l2": radius,
     "grid": res,
     "input_dim": d,
@@ -524,11 +490,6 @@ def decision_cells(args) -> dict:
 # ----------------------------------------------------------------------------- amortized JR
 
 
-def _spread(rows: list[dict], key: str) -> dict:
-  vals = np.array([r[key] for r in rows], dtype=float)
-  return {"values": vals.tolist(), "mean": float(vals.mean()), "std": float(vals.std())}
-
-
 def amortized(args) -> dict:
   """Sub-batch and lazy JR against full JR, ``--seeds`` seeds of the Table-1 budget.
 
@@ -554,41 +515,25 @@ def amortized(args) -> dict:
         f"{row['jacobian_fro']:.3f} ({row['train_seconds']:.0f} s)",
         flush=True,
       )
-  summary = {}
+  summary = common.seed_summary(rows, ("test_accuracy", "jacobian_fro", "train_seconds"))
   for name, rs in rows.items():
-    summary[name] = {
-      "test_accuracy": _spread(rs, "test_accuracy"),
-      "jacobian_fro": _spread(rs, "jacobian_fro"),
-      "train_seconds": _spread(rs, "train_seconds"),
-      "seeds": [r["seed"] for r in rs],
-    }
     if all("worst" in r for r in rs):
       for norm in WORST_EPS:
-        summary[name][f"worst_{norm}"] = _spread([r["worst"][norm] for r in rs], "worst")
+        summary[name][f"worst_{norm}"] = common.spread([r["worst"][norm]["worst"] for r in rs])
   full = summary["jr"]
-  for name, s in summary.items():
+  for s in summary.values():
     s["within_2std_of_full_jr"] = {
       k: bool(abs(s[k]["mean"] - full[k]["mean"]) <= 2 * full[k]["std"])
       for k in ("test_accuracy", "jacobian_fro")
     }
-  record = {
-    "experiment": "hoffman_amortized",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
-    "seeds": args.seeds,
-    "jacobian_num_test": args.jac_test,
-    "summary": summary,
-    "runs": {
-      n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()
-    },
-  }
+  runs = {n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()}
+  record = common.record(
+    "hoffman_amortized", args, dataset, seeds=args.seeds, jacobian_num_test=args.jac_test,
+    summary=summary, runs=runs,
+  )  # fmt: skip
   json_path, fig_path = _paths(args, "amortized")
   common.write_json(json_path, record)
-  plots.amortized(
-    {n: {k: s[k]["values"] for k in ("test_accuracy", "jacobian_fro")} for n, s in summary.items()},
-    fig_path,
-  )
+  plots.amortized(summary, fig_path)
   return record
 
 
@@ -614,8 +559,6 @@ def parse(argv):
   p.add_argument(
     "--num_worst", type=int, default=1000, help="test images for the worst case (0: all 10000)"
   )
-  p.add_argument("--steps", type=int, default=100, help="iterations of the standard suite")
-  p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
   p.add_argument("--seeds", type=int, default=3, help="seeds (estimators, amortized)")
   p.add_argument("--worst", action="store_true", help="amortized: add the worst case per run")
   p.add_argument("--cell_points", type=int, default=20, help="test points for Figure 1")

@@ -125,14 +125,15 @@ def decision_cells(cells: dict, names: list, shown: int, radius: float, path: st
 
 
 def amortized(summary: dict, path: str) -> None:
-  """Issue-16 effect: test accuracy and ``||J||_F`` per JR option, each seed a dot."""
+  """Amortized JR: test accuracy and ``||J||_F`` per option (``summary[name][key]
+  ["values"]`` over seeds), each seed a dot, with mean +- std."""
   fig, axes = _pyplot().subplots(1, 2, figsize=(9, 3.3))
   names = list(summary)
   for ax, key, label in zip(
     axes, ("test_accuracy", "jacobian_fro"), ("test accuracy", "mean ||J||_F"), strict=True
   ):
     for i, name in enumerate(names):
-      vals = summary[name][key]
+      vals = summary[name][key]["values"]
       ax.plot([i] * len(vals), vals, "o", color=f"C{i % 10}")
       ax.errorbar(i + 0.15, np.mean(vals), yerr=np.std(vals), fmt="k_", capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)

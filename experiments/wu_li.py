@@ -147,11 +147,7 @@ def surrogate_vs_adversarial(args) -> dict:
       f"corr {runs[norm]['corr_surrogate_pgd_train']:.3f} ({seconds:.0f} s)",
       flush=True,
     )
-  record = {
-    "experiment": "wu_li_surrogate_vs_adversarial",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("wu_li_surrogate_vs_adversarial", args, dataset) | {
     "config": common.get_config("wu_li", "frobenius,surrogate", tiny=args.tiny).to_dict(),
     "optimizer": "adam 1e-3 on the surrogate loss (jaxjac.training.train, config.loss)",
     "runs": runs,
@@ -175,7 +171,7 @@ def spearman(a, b) -> float:
 def _sweep_run(args, reg: str, lam: float, dataset) -> dict:
   conf = _conf()
   name = "none" if lam == 0 else f"{reg}_{lam:g}"
-  strength = {"steps": 3 if args.tiny else args.steps, "queries": 30 if args.tiny else args.queries}
+  strength = common.attack_strength(args)
   cache = os.path.join(args.workdir, "wu_li_sweep", f"{name}.json")
   config = common.get_config("wu_li", f"{reg},{lam}", tiny=args.tiny)
   workdir = os.path.join(args.workdir, "wu_li", name)
@@ -250,11 +246,7 @@ def lambda_sweep(args) -> dict:
       "spearman_norm_vs_robust_gap": spearman(jn, [r[f"robust_gap_{norm}"] for r in rows]),
       "robust_gap_norm": norm,
     }
-  record = {
-    "experiment": "wu_li_lambda_sweep",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "data": common.dataset_record(dataset),
+  record = common.record("wu_li_lambda_sweep", args, dataset) | {
     "eps": conf.EPS,
     "config": common.get_config("wu_li", "frobenius,0", tiny=args.tiny).to_dict(),
     "sweeps": sweeps,
@@ -277,8 +269,6 @@ def parse(argv):
   p.add_argument(
     "--num_robust", type=int, default=500, help="train and test images for the robust accuracies"
   )
-  p.add_argument("--steps", type=int, default=100, help="iterations of the standard suite")
-  p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
   p.add_argument(
     "--max_lambdas", type=int, default=0, help="first lambdas of each sweep only (0: all)"
   )

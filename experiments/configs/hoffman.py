@@ -35,9 +35,14 @@ Run::
   python experiments/hoffman.py table1 --data_dir /path/to/mnist   # all of Table 1
 """
 
+import os
+import runpy
+
 import ml_collections
 
 from jaxjac import training
+
+_PARTS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_parts.py"))
 
 TABLE1 = ("none", "l2", "dropout", "jr", "all")
 ADVERSARIAL = ("at", "jr_at")
@@ -108,12 +113,7 @@ def apply_model(c: ml_collections.ConfigDict, name: str) -> ml_collections.Confi
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """``arg = "NAME[,seedS][,tiny]"`` with NAME in :data:`MODELS` (default ``none``)."""
-  parts = (arg or "none").split(",")
-  seeds = [p for p in parts[1:] if p.startswith("seed")]
-  rest = [p for p in parts[1:] if not p.startswith("seed")]
+  parts, seed = _PARTS["split_seed"](arg or "none")
   config = apply_model(base(), parts[0])
-  for s in seeds:
-    if not s[4:].isdigit():
-      raise ValueError(f"get_config(arg): the seed must be 'seed<int>', got {s!r}.")
-    config.seed = int(s[4:])
-  return training.config_variant(config, ",".join(rest))
+  config.seed = seed
+  return training.config_variant(config, ",".join(parts[1:]))

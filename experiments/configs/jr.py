@@ -1,4 +1,4 @@
-"""LeNet' with Jacobian regularization, one random projection: ``experiments/configs/hoffman.py:jr``.
+"""LeNet' with Jacobian regularization (one random projection): ``configs/hoffman.py:jr``.
 
 Run::
 

@@ -25,10 +25,14 @@ Run::
 """
 
 import math
+import os
+import runpy
 
 import ml_collections
 
 from jaxjac import training
+
+_PARTS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_parts.py"))
 
 LAMBDAS = {"frobenius": (0.1, 1.0), "l11": (0.01, 0.1)}
 # The attack norm of each regularizer, its radius and its p (Wu and Li's Theorem 3.2).
@@ -51,20 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "get_config(arg): arg must be 'NORM,LAMBDA[,tiny]' or 'NORM,surrogate[,tiny]' with "
       f"NORM in {tuple(LAMBDAS)} and LAMBDA a number, got {arg!r}."
     )
-  c = training.default_config()
-  c.model = ml_collections.ConfigDict({"name": "mlp", "features": (128,), "dropout_rate": 0.0})
-  c.data.train_size = 1000
-  c.batch_size = 50
-  c.num_steps = 200
-  c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.quench_epochs = ()
-  c.log_every = 20
-  c.heldout_every = 50
-  c.heldout_size = 200
-  c.checkpoint_every = 200
-  c.keep_checkpoints = 1
-  c.progress_bar = False
+  c = _PARTS["small_mlp"](train_size=1000, batch_size=50, num_steps=200)
+  c.update(log_every=20, heldout_every=50)
   c.reg.jr_lambda = lam
   c.reg.jr_norm = norm
   c.reg.jr_estimator = "exact"
