@@ -86,6 +86,27 @@ def parser(doc: str, subcommands: dict) -> argparse.ArgumentParser:
   return p
 
 
+def parse(
+  doc: str, subcommands: dict, argv, options: dict[str, tuple], tiny_caps: dict[str, int]
+) -> argparse.Namespace:
+  """Parses `argv` with :func:`parser` plus `options` (``{"--flag": (type, default,
+  help)}``; type ``bool`` is a switch, ``list`` takes names); with ``--tiny`` the
+  integer options of `tiny_caps` are capped (``0``, "all", counts as over the cap)."""
+  p = parser(doc, subcommands)
+  for flag, (kind, default, text) in options.items():
+    if kind is bool:
+      p.add_argument(flag, action="store_true", help=text)
+    elif kind is list:
+      p.add_argument(flag, nargs="*", default=default, help=text)
+    else:
+      p.add_argument(flag, type=kind, default=default, help=text)
+  args = p.parse_args(argv)
+  if args.tiny:
+    for name, cap in tiny_caps.items():
+      setattr(args, name, min(getattr(args, name) or cap, cap))
+  return resolve_dirs(args)
+
+
 def resolve_dirs(args: argparse.Namespace) -> argparse.Namespace:
   """Fills the default directories (``runs/experiments/tiny/`` for --tiny) and creates them."""
   tiny_root = os.path.join(RUNS_DIR, "tiny")

@@ -550,31 +550,20 @@ SUBCOMMANDS = {
 }
 
 
-def parse(argv):
-  p = common.parser(__doc__, SUBCOMMANDS)
-  p.add_argument(
-    "--jac_test", type=int, default=1000, help="test images for the mean ||J||_F (0: all)"
-  )
-  p.add_argument("--num_test", type=int, default=500, help="test images for the robustness curves")
-  p.add_argument(
-    "--num_worst", type=int, default=1000, help="test images for the worst case (0: all 10000)"
-  )
-  p.add_argument("--seeds", type=int, default=3, help="seeds (estimators, amortized)")
-  p.add_argument("--worst", action="store_true", help="amortized: add the worst case per run")
-  p.add_argument("--cell_points", type=int, default=20, help="test points for Figure 1")
-  p.add_argument("--models", nargs="*", default=None, help="models (default: the subcommand's)")
-  args = p.parse_args(argv)
-  if args.tiny:
-    args.jac_test = min(args.jac_test or 64, 64)
-    args.num_test = min(args.num_test or 64, 64)
-    args.num_worst = min(args.num_worst or 64, 64)
-    args.seeds = min(args.seeds, 2)
-    args.cell_points = min(args.cell_points, 2)
-  return common.resolve_dirs(args)
+OPTIONS = {
+  "--jac_test": (int, 1000, "test images for the mean ||J||_F (0: all)"),
+  "--num_test": (int, 500, "test images for the robustness curves"),
+  "--num_worst": (int, 1000, "test images for the worst case (0: all 10000)"),
+  "--seeds": (int, 3, "seeds (estimators, amortized)"),
+  "--worst": (bool, False, "amortized: add the worst case of every run"),
+  "--cell_points": (int, 20, "test points for Figure 1"),
+  "--models": (list, None, "models (default: the subcommand's)"),
+}
+TINY_CAPS = {"jac_test": 64, "num_test": 64, "num_worst": 64, "seeds": 2, "cell_points": 2}
 
 
 def main(argv=None) -> dict:
-  return common.run(SUBCOMMANDS, parse(argv))
+  return common.run(SUBCOMMANDS, common.parse(__doc__, SUBCOMMANDS, argv, OPTIONS, TINY_CAPS))
 
 
 if __name__ == "__main__":

@@ -264,22 +264,15 @@ def lambda_sweep(args) -> dict:
 SUBCOMMANDS = {"surrogate_vs_adversarial": surrogate_vs_adversarial, "lambda_sweep": lambda_sweep}
 
 
-def parse(argv):
-  p = common.parser(__doc__, SUBCOMMANDS)
-  p.add_argument(
-    "--num_robust", type=int, default=500, help="train and test images for the robust accuracies"
-  )
-  p.add_argument(
-    "--max_lambdas", type=int, default=0, help="first lambdas of each sweep only (0: all)"
-  )
-  args = p.parse_args(argv)
-  if args.tiny:
-    args.num_robust = min(args.num_robust, 64)
-  return common.resolve_dirs(args)
+OPTIONS = {
+  "--num_robust": (int, 500, "train and test images for the robust accuracies"),
+  "--max_lambdas": (int, 0, "first lambdas of each sweep only (0: all)"),
+}
 
 
 def main(argv=None) -> dict:
-  return common.run(SUBCOMMANDS, parse(argv))
+  args = common.parse(__doc__, SUBCOMMANDS, argv, OPTIONS, {"num_robust": 64})
+  return common.run(SUBCOMMANDS, args)
 
 
 if __name__ == "__main__":
