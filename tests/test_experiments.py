@@ -13,6 +13,8 @@ marked slow: ``pytest -m slow tests/test_experiments.py``.
 import math
 import os
 import runpy
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -183,10 +185,17 @@ def test_spearman_standard_error_and_spread():
 
 
 def test_no_global_jax_config_at_import():
-  before = jax.config.jax_compilation_cache_dir
-  load_experiment("hoffman")
-  load_experiment("wu_li")
-  assert jax.config.jax_compilation_cache_dir == before
+  """Importing the scripts (in a fresh interpreter) changes no JAX setting."""
+  code = (
+    "import jax, sys; sys.path.insert(0, 'experiments'); before = dict(jax.config.values); "
+    "import hoffman, wu_li; changed = {k for k, v in jax.config.values.items() "
+    "if before.get(k) != v}; print(sorted(changed)); sys.exit(bool(changed))"
+  )
+  env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+  )
+  assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_full_size_runs_need_the_data_dir(common, monkeypatch):
