@@ -73,7 +73,21 @@ def table1(rec: dict) -> str:
   return "\n".join([*_table(header, rows), "", _where(rec)])
 
 
+def _estimator_spreads(s: dict) -> dict:
+  """A summary of ``estimators``; records written before the seed spreads had
+  ``<key>_mean`` / ``<key>_std`` fields instead."""
+  if "final_test_accuracy" in s:
+    return s
+  pair = lambda key: {"mean": s[f"{key}_mean"], "std": s.get(f"{key}_std", 0.0)}
+  return {
+    "final_test_accuracy": pair("test_accuracy"),
+    "final_jacobian_fro": pair("jacobian_fro"),
+    "train_seconds": pair("train_seconds"),
+  }
+
+
 def estimators(rec: dict) -> str:
+  summary = {name: _estimator_spreads(s) for name, s in rec["summary"].items()}
   rows = [
     [
       name,
@@ -81,7 +95,7 @@ def estimators(rec: dict) -> str:
       _ms(s["final_jacobian_fro"], 1, 3),
       f"{s['train_seconds']['mean']:.0f} s",
     ]
-    for name, s in rec["summary"].items()
+    for name, s in summary.items()
   ]
   header = ["regularizer", "test acc. (mean ± std)", "test ‖J‖_F (mean ± std)", "train / run"]
   return "\n".join(_table(header, rows))
@@ -269,7 +283,10 @@ def main(argv=None) -> None:
   for name, fn in SECTIONS:
     rec = _load(args.results, name)
     print(f"### {name}\n")
-    print(fn(rec) if rec else "(not run)")
+    try:
+      print(fn(rec) if rec else "(not run)")
+    except KeyError as err:  # written by an earlier version of the scripts
+      print(f"(a record in an earlier format, without {err}: regenerate it)")
     print()
 
 
