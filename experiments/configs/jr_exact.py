@@ -1,4 +1,4 @@
-"""Jacobian regularization with the exact ||J||_F^2 (C = 10 VJPs per step), lambda_JR = 0.01.
+"""LeNet' with exact Jacobian regularization: ``experiments/configs/hoffman.py:jr_exact``.
 
 Run::
 
@@ -6,13 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/jr_exact.py:tiny --workdir /tmp/jr_exact_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.reg.jr_lambda = 0.01
-  config.reg.jr_norm = "frobenius"
-  config.reg.jr_estimator = "exact"
-  return training.config_variant(config, arg)
+  """``hoffman.py:jr_exact[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["jr_exact"] + ([arg] if arg else [])))

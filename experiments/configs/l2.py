@@ -1,4 +1,4 @@
-"""L2 weight decay: adds (lambda_WD / 2) ||theta||^2 with lambda_WD = 5e-4.
+"""LeNet' with weight decay 5e-4: ``experiments/configs/hoffman.py:l2``.
 
 Run::
 
@@ -6,11 +6,12 @@ Run::
   python -m jaxjac.train --config experiments/configs/l2.py:tiny --workdir /tmp/l2_tiny
 """
 
-from jaxjac import training
+import os
+import runpy
+
+_HOFFMAN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hoffman.py"))
 
 
 def get_config(arg: str | None = None):
-  """The config; ``arg="tiny"`` gives the seconds-long variant."""
-  config = training.default_config()
-  config.reg.weight_decay = 5e-4
-  return training.config_variant(config, arg)
+  """``hoffman.py:l2[,ARG]`` (``ARG``: ``tiny`` and/or ``seedS``)."""
+  return _HOFFMAN["get_config"](",".join(["l2"] + ([arg] if arg else [])))
