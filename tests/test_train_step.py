@@ -269,7 +269,7 @@ def _wu_li_config(norm):
 @pytest.mark.parametrize(("norm", "eps", "p"), [("frobenius", 1.0, 2.0), ("l11", 0.1, math.inf)])
 def test_surrogate_loss_reproduces_wu_li_training(norm, eps, p, mnist5k):
   """``config.loss = surrogate`` on Wu and Li's config trains exactly what
-  experiments/wu_li.py's own step trains: Adam on ``jacobian_surrogate_loss`` (exact
+  experiments/wu_li.py's former step trained: Adam on ``jacobian_surrogate_loss`` (exact
   Jacobians) of the evaluation-mode network. Three steps, parameters to 1e-6."""
   config = _wu_li_config(norm)
   config.model.features = (16,)
@@ -278,7 +278,8 @@ def test_surrogate_loss_reproduces_wu_li_training(norm, eps, p, mnist5k):
   state = training.create_train_state(config, key=jax.random.key(0), steps_per_epoch=20)
 
   @jax.jit
-  def wu_li_step(s, xb, yb):  # experiments/wu_li.py: _surrogate_step
+  # The step experiments/wu_li.py ran before it trained through the library.
+  def wu_li_step(s, xb, yb):
     objective = lambda params: jaxjac.jacobian_surrogate_loss(
       jaxjac.softmax_cross_entropy, s.apply_fn, {"params": params}, xb, yb, eps=eps, p=p
     )

@@ -17,8 +17,7 @@ from conftest import REPO_ROOT
 from jaxjac import data, training
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
-# base.py equals baseline.py (test_paper_configs), so only baseline runs end to end. The
-# default run covers every regularizer path (jr_at: JR + AT, all: JR + L2 + dropout); the
+# The default run covers every regularizer path (jr_at: JR + AT, all: JR + L2 + dropout); the
 # configs whose paths those repeat run with -m slow.
 CONFIG_NAMES = ("baseline", "jr_exact", "jr_l11", "igr", "jr_at", "all")
 SLOW_CONFIG_NAMES = ("l2", "dropout", "jr", "at_pgd")
@@ -143,9 +142,9 @@ def test_config_errors():
 
 def test_paper_configs():
   """The configs set what their names say (Hoffman et al. 2019, Section 4)."""
-  get = lambda name: _load_config(os.path.join(CONFIG_DIR, f"{name}.py"))
+  get = lambda name, arg=None: _load_config(os.path.join(CONFIG_DIR, f"{name}.py"), arg)
   assert training.regularizer_from_config(get("baseline").reg) == training.Regularizer()
-  assert get("base").to_dict() == get("baseline").to_dict() == training.default_config().to_dict()
+  assert get("baseline").to_dict() == get("hoffman", "none").to_dict()
   jr = get("jr")
   assert (jr.reg.jr_lambda, jr.reg.jr_estimator, jr.reg.jr_num_projections) == (
     0.01,
