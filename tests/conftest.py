@@ -133,6 +133,16 @@ HEAVY_VARIANTS = (
   "test_evaluate.py::test_masked_gradients_are_flagged",
   "test_estimators.py::test_fd_parameter_gradient_matches_the_jvp_estimators",
   "test_estimators.py::test_fd_mean_over_keys_is_the_exact_norm",
+  "test_estimators.py::test_fd_on_real_digits_trained_mlp",
+  "test_estimators.py::test_penalty_and_logits_under_jit_and_grad[jvp]",
+  "test_jacobian.py::test_all_methods_agree_on_a_batch_statistics_model_with_mixes_batch",
+  "test_jacobian.py::test_gradients_wrt_params_float64[frobenius-exact-False-auto]",
+  "test_surrogates.py::test_surrogate_gradient_equals_the_hand_written_formula[2]",
+  "test_accelerator.py::test_robust_reuses_the_table1_model_and_then_skips",
+  "test_experiments.py::test_hoffman_table1_records_what_the_library_computes",
+  "test_resume.py::test_interrupted_run_resumes_and_refuses_a_changed_config",
+  "test_train_step.py::test_custom_loss_fn_replaces_the_cross_entropy",
+  "test_models.py::test_pool_penalty_and_its_parameter_gradient_equal_flax",
 )
 
 
