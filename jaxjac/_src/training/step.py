@@ -161,19 +161,20 @@ def _sub_batch(x: jax.Array, fraction: float, key: jax.Array) -> jax.Array:
   return x[jax.random.choice(key, b, (m,), replace=False)]
 
 
+def _jr_options(reg: Regularizer) -> dict[str, Any]:
+  """The penalty's keyword arguments from the regularizer (one place for both paths)."""
+  return {
+    "norm": reg.jr_norm,
+    "estimator": reg.jr_estimator,
+    "num_projections": reg.jr_num_projections,
+    "mixes_batch": reg.jr_mixes_batch,
+  }
+
+
 def _jr_estimate(reg: Regularizer, logits_fn: LogitsFn, variables, x, key) -> jax.Array:
   """The (sub-batch) penalty ``(1/m) sum_{b in S} N(J_b)`` of the module docstring."""
   xs = _sub_batch(x, reg.jr_fraction, jax.random.fold_in(key, 2))
-  return jacobian_penalty(
-    logits_fn,
-    variables,
-    xs,
-    key=key,
-    norm=reg.jr_norm,
-    estimator=reg.jr_estimator,
-    num_projections=reg.jr_num_projections,
-    mixes_batch=reg.jr_mixes_batch,
-  )
+  return jacobian_penalty(logits_fn, variables, xs, key=key, **_jr_options(reg))
 
 
 def _adversary(state: TrainState, x, y, key, reg: Regularizer) -> jax.Array:
@@ -241,16 +242,7 @@ def _train_step(
   def objective(params):
     variables = {"params": params}
     if share:
-      penalty, logits = penalty_and_logits(
-        train_apply,
-        variables,
-        x,
-        key=k_jr,
-        norm=reg.jr_norm,
-        estimator=reg.jr_estimator,
-        num_projections=reg.jr_num_projections,
-        mixes_batch=reg.jr_mixes_batch,
-      )
+      penalty, logits = penalty_and_logits(train_apply, variables, x, key=k_jr, **_jr_options(reg))
       loss, aux = _ce_of_logits(logits, y)
     else:
       loss, aux = _check_loss_output(
