@@ -269,6 +269,7 @@ def environment() -> dict[str, Any]:
   }
   env.update(_probe(_PROBE_JAX))
   env.update({k if k != "error" else "torch_error": v for k, v in _probe(_PROBE_TORCH).items()})
+  env.setdefault("torch", None)  # not installed (it is optional): recorded as absent
   env["device"] = env.get("jax_device", "unknown")
   _ENV.update(env)
   return dict(env)

@@ -9,6 +9,7 @@ units whose JSON exists, and the JSON fields. The bench dry run (two child
 processes of ``bench_jr.py`` with PyTorch) is marked slow.
 """
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -73,6 +74,11 @@ def _check_env(record):
   for key in ("device", "jax", "jaxlib", "torch", "commit", "python"):
     assert key in env, key
   assert env["jax"] == jax.__version__
+  try:  # torch is optional: its version when installed, else recorded as None
+    torch_version = importlib.metadata.version("torch")
+  except importlib.metadata.PackageNotFoundError:
+    torch_version = None
+  assert env["torch"] == torch_version
   assert env["device"] == jax.devices()[0].device_kind
   assert record["wall_s"] > 0 and record["tiny"] is True
 
