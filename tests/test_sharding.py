@@ -359,7 +359,9 @@ def _worker_host(out_path):
 
 def _run_worker(mode, out_path, env_extra):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={env_extra.pop('devices')}"
+  env["XLA_FLAGS"] = (
+    f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={env_extra.pop('devices')}"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   env.update(env_extra)
   return subprocess.Popen(

