@@ -78,7 +78,7 @@ def real():
 
 def _dense_reference(apply_fn, variables, x):
   single = lambda xi: apply_fn(variables, xi[None])[0]
-  jac = jax.vmap(jax.jacfwd(single))(x)
+  jac = jax.jit(jax.vmap(jax.jacfwd(single)))(x)
   return np.asarray(jac.reshape(x.shape[0], jac.shape[1], -1), np.float64)
 
 
@@ -118,11 +118,13 @@ def test_exact_penalties_and_jacobians_match_the_reference(real, name):
   np.testing.assert_allclose(
     apply_fn(variables, x), ref_apply(variables, x), rtol=tol(1e-5), atol=tol(1e-5)
   )
-  got = jaxjac.jacobian(apply_fn, variables, x)
+  got = jax.jit(lambda v: jaxjac.jacobian(apply_fn, v, x))(variables)
   np.testing.assert_allclose(got, ref, rtol=tol(1e-4), atol=tol(1e-5))
   for norm, fn in (("frobenius", np.square), ("l11", np.abs)):
     want = fn(ref).sum(axis=(1, 2))
-    value = jaxjac.jacobian_penalty(apply_fn, variables, x, norm=norm, reduction="none")
+    value = jax.jit(
+      lambda v: jaxjac.jacobian_penalty(apply_fn, v, x, norm=norm, reduction="none")  # noqa: B023
+    )(variables)
     np.testing.assert_allclose(value, want, rtol=tol(1e-4), err_msg=norm)
   if name == "lenet":
     return  # power iteration on LeNet': see test_spectral_on_trained_lenet (slow)

@@ -28,14 +28,18 @@ def test_input_gradient_and_first_order_loss_by_hand():
   apply_fn, params = _random_mlp(jax.random.key(0), 2.0)
   x = jax.random.normal(jax.random.key(1), (8, 10))
   y = jnp.arange(8) % 5
-  losses, grads = jaxjac.input_gradient(CE, apply_fn, params, x, y)
+  losses, grads = jax.jit(lambda pr: jaxjac.input_gradient(CE, apply_fn, pr, x, y))(params)
   single = lambda xi, yi: CE(apply_fn(params, xi[None]), yi[None])[0]
   ref_grads = jax.vmap(jax.grad(single))(x, y)
   np.testing.assert_allclose(grads, ref_grads, rtol=tol(1e-5), atol=tol(1e-6))
   np.testing.assert_allclose(losses, jax.vmap(single)(x, y), rtol=tol(1e-6))
   for p, q in ((2, 2), (math.inf, 1)):
     want = losses + 0.3 * np.linalg.norm(np.asarray(ref_grads), ord=q, axis=1)
-    got = jaxjac.first_order_robust_loss(CE, apply_fn, params, x, y, eps=0.3, p=p, reduction="none")
+    got = jax.jit(
+      lambda pr: jaxjac.first_order_robust_loss(
+        CE, apply_fn, pr, x, y, eps=0.3, p=p, reduction="none"
+      )
+    )(params)
     np.testing.assert_allclose(got, want, rtol=tol(1e-5))
 
 
@@ -138,8 +142,9 @@ def test_surrogate_gradient_finite_at_a_dead_relu_example():
 
   norms = jaxjac.jacobian_penalty(apply_fn, (w, b), x, reduction="none")
   assert float(norms[0]) == 0.0 and float(jnp.min(norms[1:])) > 0.1
-  got = jax.grad(loss)((w, b), False)
-  want = jax.grad(loss)((w, b), True)
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  got = grad((w, b), False)
+  want = grad((w, b), True)
   for g, wt in zip(got, want, strict=True):
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, wt, rtol=1e-6, atol=1e-7)
@@ -157,7 +162,9 @@ def test_first_order_gradient_finite_where_the_loss_gradient_vanishes():
   _, g = jaxjac.input_gradient(CE, apply_fn, w, x, y)
   assert float(jnp.max(jnp.abs(g[0]))) == 0.0  # underflowed exactly
   for p in (2, math.inf):
-    full = jax.grad(lambda pr: jaxjac.first_order_robust_loss(CE, apply_fn, pr, x, y, eps=0.3, p=p))
+    full = jax.jit(
+      jax.grad(lambda pr: jaxjac.first_order_robust_loss(CE, apply_fn, pr, x, y, eps=0.3, p=p))
+    )
     only_ce0 = lambda pr: (
       (
         CE(apply_fn(pr, x[:1]), y[:1])[0]
@@ -167,7 +174,7 @@ def test_first_order_gradient_finite_where_the_loss_gradient_vanishes():
       )
       / 2
     )
-    got, want = full(w), jax.grad(only_ce0)(w)
+    got, want = full(w), jax.jit(jax.grad(only_ce0))(w)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert float(jnp.max(jnp.abs(want))) > 1e-2
