@@ -238,17 +238,19 @@ def test_gradients_wrt_params_float64(norm, estimator, mixes_batch, method):
   with jax.enable_x64(True):
     apply_fn, params, x = _setup("mlp", jnp.float64)
     key = jax.random.key(11)
-    fn = lambda p: jaxjac.jacobian_penalty(
-      apply_fn,
-      p,
-      x,
-      key=key,
-      norm=norm,
-      estimator=estimator,
-      num_projections=2,
-      mixes_batch=mixes_batch,
-      iterations=300,
-      method=method,
+    fn = jax.jit(
+      lambda p: jaxjac.jacobian_penalty(
+        apply_fn,
+        p,
+        x,
+        key=key,
+        norm=norm,
+        estimator=estimator,
+        num_projections=2,
+        mixes_batch=mixes_batch,
+        iterations=300,
+        method=method,
+      )
     )
     # Small step: |J_ij| has kinks at 0 and the smallest |J_ij| here is ~5e-5.
     check_grads(fn, (params,), order=1, modes=("rev",), atol=1e-4, rtol=1e-4, eps=1e-6)
