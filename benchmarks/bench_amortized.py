@@ -13,6 +13,7 @@ configurations, every one timed interleaved in one process:
   (:class:`jaxjac.training.LazyTrainStep`). A single program with
   ``lax.cond`` measured 4.1x (k = 8) to 17.6x (k = 2) the plain step on CPU
   (``results/amortized_cpu_quick_laxcond.json``), slower than full JR;
+* ``--estimator jvp``: the same rows with the JVP estimator (cheapest per step);
 * ``torch_plain``, ``torch_full``: PyTorch's JR step of
   ``benchmarks/torch_ref.py`` (Hoffman et al.'s algorithm), when importable.
 
@@ -26,6 +27,7 @@ Run::
 
   python benchmarks/bench_amortized.py --quick
   python benchmarks/bench_amortized.py --rounds 30 --out benchmarks/results/amortized_cpu.json
+  python benchmarks/bench_amortized.py --estimator jvp --no-torch --out ...
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from jaxjac import training  # noqa: E402
 
 LAM = 0.01
 STEPS_PER_ROUND = 8
+ESTIMATOR = {"name": "projection"}  # --estimator
 
 
 def _config(**reg):
@@ -55,7 +58,7 @@ def _config(**reg):
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
   c.optimizer.quench_epochs = ()
-  c.reg.jr_estimator = "projection"
+  c.reg.jr_estimator = ESTIMATOR["name"]
   c.reg.jr_num_projections = 1
   for k, v in reg.items():
     c.reg[k] = v
@@ -132,8 +135,15 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="5 rounds")
   p.add_argument("--configs", default="", help="comma-separated subset of the JAX rows")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument(
+    "--estimator",
+    default="projection",
+    choices=("projection", "jvp"),
+    help="the JAX rows' single-sample estimator (PyTorch's row is always projection)",
+  )
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
+  ESTIMATOR["name"] = args.estimator
   rounds = 5 if args.quick else args.rounds
   batches = _batches(args.batch)
   specs = {
@@ -178,8 +188,8 @@ def main(argv=None):
       row["ratio_to_jax_plain"] = med[name] / med["plain"]
     rows.append(row)
   print(
-    f"\nLeNet' batch {args.batch}, {jax.default_backend()}, {rounds} rounds of "
-    f"{STEPS_PER_ROUND} steps; amortized ms per step (median over rounds)"
+    f"\nLeNet' batch {args.batch}, {args.estimator} n=1, {jax.default_backend()}, "
+    f"{rounds} rounds of {STEPS_PER_ROUND} steps; amortized ms per step (median over rounds)"
   )
   print(f"{'config':16s} {'ms/step':>9s} {'IQR':>15s} {'x plain':>8s}")
   for r in rows:
@@ -193,6 +203,7 @@ def main(argv=None):
     record = {
       "benchmark": "amortized_jr",
       "batch": args.batch,
+      "estimator": args.estimator,
       "rounds": rounds,
       "steps_per_round": STEPS_PER_ROUND,
       "backend": jax.default_backend(),
