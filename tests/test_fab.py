@@ -249,6 +249,9 @@ def test_fab_restarts_never_worse_and_deterministic(mnist_linear):
   one = np.asarray(fab(_linear_apply, params, x, y, **kw))
   again = np.asarray(fab(_linear_apply, params, x, y, **kw))
   np.testing.assert_array_equal(one, again)
+  # A raw key (`jax.random.PRNGKey`) is the same key: the same draws, the same result.
+  raw = np.asarray(fab(_linear_apply, params, x, y, **(kw | {"key": jax.random.PRNGKey(3)})))
+  np.testing.assert_array_equal(one, raw)
   three = np.asarray(fab(_linear_apply, params, x, y, restarts=3, **kw))
   n1, n3 = _norm(one - np.asarray(x), "l2"), _norm(three - np.asarray(x), "l2")
   broken1 = n1 > 0
@@ -274,8 +277,8 @@ def _tiny():
     (dict(eps=float("nan")), ValueError, "`eps` must be a finite number >= 0"),
     (dict(eps=float("inf")), ValueError, "`eps` must be a finite number >= 0"),
     (dict(norm="l1"), ValueError, "`norm` must be one of"),
-    (dict(key=jax.random.PRNGKey(0)), TypeError, "`key` must be a typed PRNG key"),
-    (dict(key=None), TypeError, "`key` must be a typed PRNG key"),
+    (dict(key=None), ValueError, "`key` is required"),
+    (dict(key=jax.random.split(jax.random.key(0), 2)), ValueError, "a single PRNG key"),
     (dict(steps=0), ValueError, "`steps` must be >= 1"),
     (dict(restarts=1.5), TypeError, "`restarts` must be a Python int"),
     (dict(num_targets=3), ValueError, "`num_targets` must be at most C - 1 = 2"),

@@ -54,6 +54,9 @@ def test_square_deterministic_for_a_key(mnist_linear):
   c = np.asarray(square(_linear_apply, params, x, y, key=jax.random.key(2), **kw))
   np.testing.assert_array_equal(a, b)
   assert np.any(a != c)
+  # A raw key (`jax.random.PRNGKey`) is the same key: the same draws, the same result.
+  raw = np.asarray(square(_linear_apply, params, x, y, key=jax.random.PRNGKey(1), **kw))
+  np.testing.assert_array_equal(a, raw)
 
 
 def _quantized_apply(params, x):
@@ -138,7 +141,7 @@ def test_schedule_and_patterns_follow_the_reference():
     (dict(x=jnp.full((2, 16), 0.5)), ValueError, r"`x` must be images of shape \(B, H, W, C\)"),
     (dict(p_init=0.0), ValueError, r"`p_init` must lie in \(0, 1\]"),
     (dict(queries=1), ValueError, "`queries` must be >= 2"),
-    (dict(key=jax.random.PRNGKey(0)), TypeError, "`key` must be a typed PRNG key"),
+    (dict(key=0), TypeError, r"`key` must be a PRNG key, got the integer 0"),
     (dict(eps=-1.0), ValueError, "`eps` must be a finite number >= 0"),
     (dict(norm="l1"), ValueError, "`norm` must be one of"),
     (dict(norm="l2", x=jnp.full((2, 4, 4, 1), 0.5)), ValueError, "at least 5 x 5 pixels"),

@@ -99,17 +99,6 @@ def check_inputs(apply_fn, params, x, y, *, eps, norm, bounds) -> tuple[int, tup
   return classes, bounds
 
 
-def check_typed_key(key: Any) -> None:
-  """Raises unless ``key`` is one typed PRNG key (``jax.random.key``)."""
-  dtype = getattr(key, "dtype", None)
-  if dtype is None or not jnp.issubdtype(dtype, jax.dtypes.prng_key):
-    raise TypeError(
-      f"`key` must be a typed PRNG key, e.g. `jax.random.key(0)`, got {key!r:.80} "
-      "(legacy uint32 keys from `jax.random.PRNGKey` are not accepted)."
-    )
-  validation.check_key(key, needed_by="the attack's random draws")
-
-
 # ----------------------------------------------------------------------------
 # Norms and the projection on a hyperplane intersected with the box.
 
@@ -292,8 +281,8 @@ def fab(
     eps: radius, finite and >= 0: a point is returned only if its distance
       to ``x`` is at most ``eps``.
     norm: ``"linf"`` or ``"l2"``.
-    key: typed PRNG key (``jax.random.key``) for the random starts of
-      restarts ``1, ..., restarts - 1``.
+    key: PRNG key (``jax.random.key``; a raw ``jax.random.PRNGKey`` works too) for
+      the random starts of restarts ``1, ..., restarts - 1``.
     steps: iterations per run, >= 1.
     restarts: runs per target class, >= 1 (the first from ``x``).
     num_targets: target classes, in ``[1, C - 1]``.
@@ -320,7 +309,7 @@ def fab(
     adaptive boundary attack. arXiv:1907.02044, 2020.
   """
   num_classes, bounds = check_inputs(apply_fn, params, x, y, eps=eps, norm=norm, bounds=bounds)
-  check_typed_key(key)
+  validation.check_key(key, needed_by="the attack's random draws")
   steps = checks.check_positive_int(steps, "steps")
   restarts = checks.check_positive_int(restarts, "restarts")
   num_targets = checks.check_positive_int(num_targets, "num_targets")

@@ -63,7 +63,8 @@ import numpy as np
 from jax import lax
 
 from jaxjac._src import checks
-from jaxjac._src.attacks.fab import check_inputs, check_typed_key
+from jaxjac._src.attacks import validation
+from jaxjac._src.attacks.fab import check_inputs
 
 NORMS = ("linf", "l2")
 
@@ -325,7 +326,7 @@ def square(
     y: true labels ``(B,)``, integers in ``[0, C)``.
     eps: radius, finite and >= 0.
     norm: ``"linf"`` or ``"l2"``.
-    key: typed PRNG key (``jax.random.key``).
+    key: PRNG key (``jax.random.key``; a raw ``jax.random.PRNGKey`` works too).
     queries: model evaluations per example and restart, >= 2 (the start
       and ``queries - 1`` updates).
     restarts: runs, >= 1; each attacks the examples still classified
@@ -354,7 +355,7 @@ def square(
     arXiv:1912.00049, 2020.
   """
   _, bounds = check_inputs(apply_fn, params, x, y, eps=eps, norm=norm, bounds=bounds)
-  check_typed_key(key)
+  validation.check_key(key, needed_by="the attack's random draws")
   if np.ndim(x) != 4:
     raise ValueError(
       f"`x` must be images of shape (B, H, W, C) for the square windows, got shape "
