@@ -305,6 +305,19 @@ def test_hoffman_amortized(dirs, common):
   assert r0["jacobian_fro"] != r1["jacobian_fro"]
 
 
+@pytest.mark.slow  # three tiny trainings
+def test_hoffman_amortized_more_seeds_for_full_jr(dirs):
+  rec = load_experiment("hoffman").main(
+    ["amortized", *dirs, "--seeds", "1", "--jr_seeds", "2", "--models", "jr_every4"]
+  )
+  assert [r["seed"] for r in rec["runs"]["jr"]] == [0, 1]
+  assert [r["seed"] for r in rec["runs"]["jr_every4"]] == [0]
+  assert (rec["seeds"], rec["jr_seeds"]) == (1, 2)
+  full = rec["summary"]["jr"]["jacobian_fro"]
+  assert full["std"] == pytest.approx(np.std([r["jacobian_fro"] for r in rec["runs"]["jr"]]))
+  assert full["std"] > 0
+
+
 @pytest.mark.slow  # several tiny trainings
 def test_hoffman_estimators(dirs):
   rec = load_experiment("hoffman").main(["estimators", *dirs, "--seeds", "1"])
