@@ -142,15 +142,21 @@ def amortized(rec: dict) -> str:
         str(len(s["test_accuracy"]["values"])),
         _ms(s["test_accuracy"], 100) + "%",
         _ms(s["jacobian_fro"], 1, 3),
+        *(
+          [_ms(s["apgd_linf"], 100) + "%", _ms(s["apgd_l2"], 100) + "%"] if "apgd_linf" in s else []
+        ),
         f"{s['train_seconds']['mean'] / 60:.1f} min",
         "yes" if within["test_accuracy"] and within["jacobian_fro"] else "no",
       ]
     )
+  apgd = all("apgd_linf" in s for s in rec["summary"].values())
+  rows = [r if apgd or len(r) == 6 else r[:4] + r[6:] for r in rows]
   header = [
     "JR option",
     "seeds",
     "test acc. (mean ± std)",
     "test ‖J‖_F (mean ± std)",
+    *(["APGD-CE l_inf 0.1", "APGD-CE l_2 1.0"] if apgd else []),
     "train / run",
     "within 2 std of full JR",
   ]

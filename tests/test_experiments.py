@@ -308,7 +308,7 @@ def test_hoffman_amortized(dirs, common):
 @pytest.mark.slow  # three tiny trainings
 def test_hoffman_amortized_more_seeds_for_full_jr(dirs):
   rec = load_experiment("hoffman").main(
-    ["amortized", *dirs, "--seeds", "1", "--jr_seeds", "2", "--models", "jr_every4"]
+    ["amortized", *dirs, "--seeds", "1", "--jr_seeds", "2", "--models", "jr_every4", "--apgd", "20"]
   )
   assert [r["seed"] for r in rec["runs"]["jr"]] == [0, 1]
   assert [r["seed"] for r in rec["runs"]["jr_every4"]] == [0]
@@ -316,6 +316,15 @@ def test_hoffman_amortized_more_seeds_for_full_jr(dirs):
   full = rec["summary"]["jr"]["jacobian_fro"]
   assert full["std"] == pytest.approx(np.std([r["jacobian_fro"] for r in rec["runs"]["jr"]]))
   assert full["std"] > 0
+  # --apgd: APGD-CE robust accuracy per run (on 20 images: multiples of 1/20) and its spread.
+  for name, runs in rec["runs"].items():
+    for r in runs:
+      assert r["apgd"]["num"] == 20 and r["apgd"]["steps"] == 3
+      for norm in ("linf", "l2"):
+        assert 0.0 <= r["apgd"][norm] <= r["test_accuracy"] + 0.5
+        assert round(r["apgd"][norm] * 20, 6) == int(round(r["apgd"][norm] * 20))
+    s = rec["summary"][name]["apgd_linf"]
+    assert s["mean"] == pytest.approx(np.mean([r["apgd"]["linf"] for r in runs]))
 
 
 @pytest.mark.slow  # several tiny trainings
