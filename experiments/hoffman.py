@@ -282,10 +282,16 @@ def _apgd_model(args, name: str, dataset, *, seed: int = 0) -> dict:
   """APGD-CE alone (``--steps`` iterations, one start) at :data:`WORST_EPS` on ``--apgd``
   test images: robust accuracy per norm and its standard error. An upper bound on
   the standard suite's worst case, at a small part of its cost."""
+  steps = common.attack_strength(args)["steps"]
+  run = name if seed == 0 else f"{name}_s{seed}"
+  cache = os.path.join(args.workdir, "hoffman_apgd", f"{run}.json")
   config, state, _, _, _ = _model(args, name, dataset, seed=seed)
   _, _, test_x, test_y = common.train_data(config, dataset)
   idx = common.subset(len(test_y), args.apgd, seed=1)
-  steps = common.attack_strength(args)["steps"]
+  out = _cached(cache, num=int(len(idx)), steps=steps)
+  if out is not None:
+    return out
+  t0 = time.perf_counter()
   specs = tuple(
     AttackSpec(f"apgd-ce-{norm}", "apgd", norm, (eps,), steps, loss="ce")
     for norm, eps in WORST_EPS.items()
@@ -300,6 +306,8 @@ def _apgd_model(args, name: str, dataset, *, seed: int = 0) -> dict:
     acc = float(report["attacks"][f"apgd-ce-{norm}"]["accuracy"][0])
     out[norm] = acc
     out[f"{norm}_se"] = common.standard_error(acc, len(idx))
+  out["eval_seconds"] = time.perf_counter() - t0
+  common.write_json(cache, out)
   return out
 
 
