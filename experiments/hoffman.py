@@ -569,7 +569,8 @@ def amortized(args) -> dict:
   for s in summary.values():
     s["within_2std_of_full_jr"] = {
       k: bool(abs(s[k]["mean"] - full[k]["mean"]) <= 2 * full[k]["std"])
-      for k in ("test_accuracy", "jacobian_fro")
+      for k in ("test_accuracy", "jacobian_fro", "apgd_linf", "apgd_l2")
+      if k in s and k in full
     }
   runs = {n: [{k: v for k, v in r.items() if k != "config"} for r in rs] for n, rs in rows.items()}
   record = common.record(
