@@ -4,7 +4,7 @@
 #   2. the worst case (standard suite, 100 iterations, Square 5000 queries, 1000 test
 #      images) of the Table-1 `none` and `jr` models;
 #   3. amortized JR (jr_frac2/4, jr_every2/4/8) against full JR, 3 seeds, Table-1 budget,
-#      with APGD-CE (100 steps) on 1000 test images per run;
+#      with APGD-CE (100 steps) on 200 test images per run;
 #   4. the worst case of the adversarially trained models (at, jr_at);
 #   5. the Figure-3 curves of the seven models.
 # Each stage runs from a snapshot of the committed tree taken when it starts (git archive
@@ -33,6 +33,6 @@ stage() {
 }
 stage table1 table1
 stage worst_none_jr worst_case --models none jr
-stage amortized amortized --seeds 3 --apgd 1000
+stage amortized amortized --seeds 3 --apgd 200
 stage worst_at worst_case --models at jr_at
 stage robustness robustness
