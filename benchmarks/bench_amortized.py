@@ -50,15 +50,14 @@ from jaxjac import training  # noqa: E402
 
 LAM = 0.01
 STEPS_PER_ROUND = 8
-ESTIMATOR = {"name": "projection"}  # --estimator
 
 
-def _config(**reg):
+def _config(estimator="projection", **reg):
   c = training.default_config()
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
   c.optimizer.quench_epochs = ()
-  c.reg.jr_estimator = ESTIMATOR["name"]
+  c.reg.jr_estimator = estimator
   c.reg.jr_num_projections = 1
   for k, v in reg.items():
     c.reg[k] = v
@@ -143,17 +142,20 @@ def main(argv=None):
   )
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
-  ESTIMATOR["name"] = args.estimator
   rounds = 5 if args.quick else args.rounds
   batches = _batches(args.batch)
+
+  def spec(**reg):
+    return {"main": training.make_train_step(_config(args.estimator, **reg))}
+
   specs = {
-    "plain": {"main": training.make_train_step(_config())},
-    "full": {"main": training.make_train_step(_config(jr_lambda=LAM))},
-    "fraction_1/2": {"main": training.make_train_step(_config(jr_lambda=LAM, jr_fraction=0.5))},
-    "fraction_1/4": {"main": training.make_train_step(_config(jr_lambda=LAM, jr_fraction=0.25))},
+    "plain": spec(),
+    "full": spec(jr_lambda=LAM),
+    "fraction_1/2": spec(jr_lambda=LAM, jr_fraction=0.5),
+    "fraction_1/4": spec(jr_lambda=LAM, jr_fraction=0.25),
   }
   for k in (2, 4, 8):
-    specs[f"every_{k}"] = {"main": training.make_train_step(_config(jr_lambda=LAM, jr_every=k))}
+    specs[f"every_{k}"] = spec(jr_lambda=LAM, jr_every=k)
   if args.configs:
     specs = {k: v for k, v in specs.items() if k in args.configs.split(",") or k == "plain"}
   cases = {}
