@@ -290,6 +290,93 @@ def evaluate_worst(apply_fn, params, x, y, worst_eps, *, key, steps: int, querie
   )  # fmt: skip
 
 
+def evaluate_worst_chunked(
+  apply_fn, params, x, y, worst_eps, *, key, steps: int, queries: int, chunk: int,
+  cache_dir: str, max_chunks: int | None = None,
+) -> dict:  # fmt: skip
+  """:func:`evaluate_worst` in chunks of `chunk` images, each cached; resumable.
+
+  Chunk ``c`` (images ``[c chunk, (c + 1) chunk)`` of `x`) is evaluated with the
+  key ``fold_in(key, c)`` and written to ``cache_dir/chunk_CCCC.json`` with its
+  settings, summaries, sanity report and per-example masks; a later call
+  reuses every chunk whose settings match and evaluates only the others, so an
+  interrupted evaluation loses at most one chunk. `max_chunks` caps the new
+  chunks evaluated by this call (``None``: all). Every quantity of
+  :func:`worst_summary` is a fraction of the examples, so the merged one (over
+  the chunks done, ``num_done`` images: a uniform random subset when `x` is
+  one, being a prefix of it) is the size-weighted mean of the chunks'.
+
+  Returns ``{"num_done", "num_total", "complete", "worst": {norm: summary},
+  "sanity": {"passed", "warnings", "num_chunks"}, "eval_seconds"}``.
+  """
+  n = len(y)
+  settings = {"chunk": chunk, "steps": steps, "queries": queries, "worst_eps": dict(worst_eps)}
+  done, new = [], 0
+  for c, start in enumerate(range(0, n, chunk)):
+    stop = min(start + chunk, n)
+    path = os.path.join(cache_dir, f"chunk_{c:04d}.json")
+    rec = read_json(path)
+    if rec is None or any(
+      rec.get(k) != v for k, v in {**settings, "start": start, "stop": stop}.items()
+    ):
+      if max_chunks is not None and new >= max_chunks:
+        break
+      t0 = time.perf_counter()
+      report = jaxjac.evaluate(
+        apply_fn, params, x[start:stop], y[start:stop], key=jax.random.fold_in(key, c),
+        suite="standard", attacks=worst_specs(worst_eps, steps=steps, queries=queries),
+        noise_stds=(), batch_size=stop - start, progress=False, return_per_example=True,
+      )  # fmt: skip
+      rec = {
+        **settings,
+        "start": start,
+        "stop": stop,
+        "worst": {m: worst_summary(report, m, e) for m, e in worst_eps.items()},
+        "sanity": report["sanity"],
+        "per_example": report["per_example"],
+        "seconds": time.perf_counter() - t0,
+        "environment": environment(),
+      }
+      write_json(path, rec)
+      new += 1
+    done.append(rec)
+  return merge_worst_chunks(done, n)
+
+
+def merge_worst_chunks(chunks: list[dict], num_total: int) -> dict:
+  """The size-weighted merge of :func:`evaluate_worst_chunked`'s chunk records."""
+  sizes = np.array([c["stop"] - c["start"] for c in chunks], float)
+  num = int(sizes.sum())
+  mean = lambda vals: float(np.dot(sizes, vals) / num) if num else float("nan")
+  worst = {}
+  for norm in chunks[0]["worst"] if chunks else ():
+    ws = [c["worst"][norm] for c in chunks]
+    first = ws[0]
+    w = {k: first[k] for k in ("norm", "eps", "attacks", "settings")}
+    w["n"] = num
+    w["clean"] = mean([s["clean"] for s in ws])
+    w["worst"] = mean([s["worst"] for s in ws])
+    w["worst_se"] = standard_error(w["worst"], num)
+    w["after"] = {a: mean([s["after"][a] for s in ws]) for a in first["attacks"]}
+    w["num_broken"] = {a: int(sum(s["num_broken"][a] for s in ws)) for a in first["attacks"]}
+    worst[norm] = w
+  warns = [
+    f"images {c['start']}-{c['stop']}: {msg}" for c in chunks for msg in c["sanity"]["warnings"]
+  ]
+  return {
+    "num_done": num,
+    "num_total": int(num_total),
+    "complete": num == num_total,
+    "worst": worst,
+    "sanity": {
+      "passed": all(c["sanity"]["passed"] for c in chunks),
+      "warnings": warns,
+      "num_chunks": len(chunks),
+    },
+    "eval_seconds": float(sum(c["seconds"] for c in chunks)),
+  }
+
+
 def curve(report: dict, name: str, *, clean: bool = True) -> list[tuple[float, float]]:
   """``[(eps, accuracy), ...]`` of attack `name` of a ``jaxjac.evaluate`` report,
   starting with ``(0, clean accuracy)`` when `clean`."""
@@ -365,8 +452,10 @@ def environment() -> dict:
 def write_json(path: str, record: dict) -> None:
   """Writes `record` as indented JSON (``jaxjac.training.to_jsonable``), creating the dir."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:  # a kill mid-write leaves the old file, never half a new one
     json.dump(training.to_jsonable(record), f, indent=1)
+  os.replace(tmp, path)
   print(f"wrote {path}")
 
 

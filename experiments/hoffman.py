@@ -246,36 +246,32 @@ CURVE_STEPS = 10
 
 def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
   """Worst case of model `name` at :data:`WORST_EPS` on ``--num_worst`` test images
-  (``suite="standard"``); cached per model in ``<workdir>/hoffman_worst/``."""
+  (``suite="standard"``), in chunks of ``--chunk`` images cached in
+  ``<workdir>/hoffman_worst/<run>/`` (resumable; ``--max_chunks`` new chunks per call).
+  Incomplete results (``complete`` false) cover the first ``num_done`` images of
+  the random subset, themselves a uniform random subset."""
   strength = common.attack_strength(args)
   run = name if seed == 0 else f"{name}_s{seed}"
-  cache = os.path.join(args.workdir, "hoffman_worst", f"{run}.json")
   config, state, _, seconds, _ = _model(args, name, dataset, seed=seed)
   _, _, test_x, test_y = common.train_data(config, dataset)
   idx = common.subset(len(test_y), args.num_worst, seed=1)
-  out = _cached(cache, num_worst=int(len(idx)), **strength)
-  if out is not None:
-    return out
-  t0 = time.perf_counter()
-  report = common.evaluate_worst(
+  merged = common.evaluate_worst_chunked(
     state.apply_fn, {"params": state.params}, test_x[idx], test_y[idx], WORST_EPS,
-    key=jax.random.fold_in(jax.random.key(2019), 2), **strength,
+    key=jax.random.fold_in(jax.random.key(2019), 2), **strength, chunk=args.chunk,
+    cache_dir=os.path.join(args.workdir, "hoffman_worst", run),
+    max_chunks=args.max_chunks or None,
   )  # fmt: skip
-  out = {
+  return {
     "model": name,
     "seed": seed,
     "num_worst": int(len(idx)),
     **strength,
+    "chunk": args.chunk,
     "suite": "standard",
     "train_seconds": seconds,
-    "worst": {n: common.worst_summary(report, n, e) for n, e in WORST_EPS.items()},
-    "sanity": report["sanity"],
-    "report": report,
-    "eval_seconds": time.perf_counter() - t0,
+    **merged,
     "environment": common.environment(),
   }
-  common.write_json(cache, out)
-  return out
 
 
 def _apgd_model(args, name: str, dataset, *, seed: int = 0) -> dict:
@@ -321,21 +317,24 @@ def worst_case(args) -> dict:
     print(
       f"{name:8s} clean {w['linf']['clean']:.3f}  worst linf {w['linf']['worst']:.3f} "
       f"+- {w['linf']['worst_se']:.3f}  l2 {w['l2']['worst']:.3f} +- {w['l2']['worst_se']:.3f}  "
-      f"({models[name]['eval_seconds']:.0f} s)",
+      f"({models[name]['num_done']}/{models[name]['num_total']} images, "
+      f"{models[name]['eval_seconds']:.0f} s)",
       flush=True,
     )
   # Merge with the models evaluated earlier at the same settings.
   json_path, _ = _paths(args, "worst_case")
   old = common.read_json(json_path) or {}
   strength = common.attack_strength(args)
-  if all(old.get(k) == v for k, v in {"num_worst": args.num_worst, **strength}.items()):
+  same = {"num_worst": args.num_worst, "chunk": args.chunk, **strength}
+  if all(old.get(k) == v for k, v in same.items()):
     models = {**old.get("models", {}), **models}
   record = common.record("hoffman_worst_case", args, dataset) | {
     "num_worst": args.num_worst,
+    "chunk": args.chunk,
     **strength,
     "suite": "standard (APGD-CE, APGD-T, FAB-T, Square; cascade)",
     "worst_eps": WORST_EPS,
-    "models": {n: {k: v for k, v in m.items() if k != "report"} for n, m in models.items()},
+    "models": models,
   }
   common.write_json(json_path, record)
   return record
@@ -601,6 +600,8 @@ OPTIONS = {
   "--jac_test": (int, 1000, "test images for the mean ||J||_F (0: all)"),
   "--num_test": (int, 500, "test images for the robustness curves"),
   "--num_worst": (int, 1000, "test images for the worst case (0: all 10000)"),
+  "--chunk": (int, 100, "images per cached chunk of the worst case"),
+  "--max_chunks": (int, 0, "new worst-case chunks per model and call (0: all)"),
   "--seeds": (int, 3, "seeds (estimators, amortized)"),
   "--jr_seeds": (int, 0, "amortized: seeds of full JR if more than --seeds"),
   "--worst": (bool, False, "amortized: add the worst case of every run"),

@@ -10,6 +10,7 @@ compilation of the standard suite) and the closed-form check of the worst case a
 marked slow: ``pytest -m slow tests/test_experiments.py``.
 """
 
+import functools
 import math
 import os
 import runpy
@@ -239,7 +240,7 @@ def _args(common, dirs):
 
 
 @pytest.mark.slow  # compiles the four attacks of the standard suite (about a minute)
-def test_worst_case_equals_the_closed_form_on_a_linear_model(common):
+def test_worst_case_equals_the_closed_form_on_a_linear_model(common, tmp_path):
   """A linear 10-class model: example i is robust at l_p radius eps iff every margin
   ``z_y - z_o`` exceeds ``eps ||w_y - w_o||_q`` (q dual to p; the box does not bind)."""
   rng = np.random.default_rng(0)
@@ -260,17 +261,100 @@ def test_worst_case_equals_the_closed_form_on_a_linear_model(common):
   # Every coordinate of every x is 0.42 or more from the box's faces, and no optimal
   # perturbation moves a coordinate by more than eps: the box does not bind.
   assert eps["linf"] < 0.42 and eps["l2"] < 0.42
+  apply_fn = lambda p, v: v.reshape(v.shape[0], -1) @ p
   report = common.evaluate_worst(
-    lambda p, v: v.reshape(v.shape[0], -1) @ p, jnp.asarray(w), x, y, eps,
-    key=jax.random.key(0), steps=20, queries=100,
-  )  # fmt: skip
+    apply_fn, jnp.asarray(w), x, y, eps, key=jax.random.key(0), steps=20, queries=100
+  )
   for norm, r in (("linf", r1), ("l2", r2)):
     s = common.worst_summary(report, norm, eps[norm])
     assert s["worst"] == pytest.approx(np.mean(r > eps[norm]) + 0.0, abs=1 / 60)
     assert s["worst_se"] == pytest.approx(math.sqrt(s["worst"] * (1 - s["worst"]) / 60))
+  # The same in chunks of 25 images, one new chunk per call (an interrupted run).
+  chunked = functools.partial(
+    common.evaluate_worst_chunked, apply_fn, jnp.asarray(w), x, y, eps,
+    key=jax.random.key(0), steps=20, queries=100, chunk=25, cache_dir=str(tmp_path), max_chunks=1,
+  )  # fmt: skip
+  assert [chunked()["num_done"] for _ in range(3)] == [25, 50, 60]
+  merged = chunked()
+  assert merged["complete"] and merged["sanity"]["num_chunks"] == 3
+  for norm, r in (("linf", r1), ("l2", r2)):
+    assert merged["worst"][norm]["worst"] == pytest.approx(np.mean(r > eps[norm]), abs=1 / 60)
     after = [s["after"][a] for a in s["attacks"]]
     assert after == sorted(after, reverse=True) and after[-1] == s["worst"]
     assert s["clean"] - s["worst"] == pytest.approx(sum(s["num_broken"].values()) / 60)
+
+
+def _fake_standard_report(x, y, *, key, **_):
+  """A report of :func:`jaxjac.evaluate`'s shape: example i is clean iff y_i >= 0, and
+  the attack ``k`` (k = 0, 1) breaks it iff y_i = k + 1; a sanity warning iff y_0 = 9."""
+  del key
+  y = np.asarray(y)
+  clean, hit = y >= 0, [y == 1, y == 2]
+  worst = clean & ~hit[0] & ~hit[1]
+  attacks = {}
+  for norm in ("linf", "l2"):
+    for k in range(2):
+      after = float(np.mean(clean & ~np.any(hit[: k + 1], 0)))
+      attacks[f"a{k}-{norm}"] = {
+        "method": "apgd", "eps": [0.1], "accuracy": [after], "num_broken": [int(hit[k].sum())]
+      }  # fmt: skip
+  return {
+    "num_examples": len(y),
+    "clean_accuracy": float(clean.mean()),
+    "attacks": attacks,
+    "worst_case": {
+      n: {"eps": [0.1], "accuracy": [float(worst.mean())], "attacks": [[f"a0-{n}", f"a1-{n}"]]}
+      for n in ("linf", "l2")
+    },
+    "sanity": {"passed": y[0] != 9, "warnings": ["masking"] if y[0] == 9 else []},
+    "per_example": {"worst_case": {n: {"robust": [worst.tolist()]} for n in ("linf", "l2")}},
+  }
+
+
+def test_worst_case_chunks_resume_and_merge_exactly(common, tmp_path, monkeypatch):
+  """Chunks evaluated by separate calls (an interrupted run) merge to the numbers of
+  the whole set; done chunks are never re-evaluated; other settings re-evaluate."""
+  calls = []
+
+  def fake(apply_fn, params, x, y, **kw):
+    calls.append(len(y))
+    return _fake_standard_report(x, y, **kw)
+
+  monkeypatch.setattr(common.jaxjac, "evaluate", fake)
+  y = np.random.default_rng(0).integers(-1, 10, 70)
+  y[40] = 9  # the third chunk's first example: a sanity warning there
+  x = np.zeros((70, 1), np.float32)
+  run = functools.partial(
+    common.evaluate_worst_chunked, None, None, x, y, {"linf": 0.1, "l2": 0.1},
+    key=jax.random.key(0), steps=3, chunk=20, cache_dir=str(tmp_path),
+  )  # fmt: skip
+  robust = (y >= 0) & (y != 1) & (y != 2)
+  first = run(queries=5, max_chunks=2)
+  assert (first["num_done"], first["complete"], calls) == (40, False, [20, 20])
+  assert first["worst"]["l2"]["worst"] == pytest.approx(robust[:40].mean())
+  whole = run(queries=5)
+  assert (whole["num_done"], whole["complete"], calls) == (70, True, [20, 20, 20, 10])
+  for norm in ("linf", "l2"):
+    w = whole["worst"][norm]
+    assert (w["n"], w["worst"], w["clean"]) == (
+      70,
+      pytest.approx(robust.mean()),
+      pytest.approx(np.mean(y >= 0)),
+    )
+    assert w["after"] == {
+      f"a0-{norm}": pytest.approx(np.mean((y >= 0) & (y != 1))),
+      f"a1-{norm}": pytest.approx(robust.mean()),
+    }
+    assert w["num_broken"] == {f"a0-{norm}": int(np.sum(y == 1)), f"a1-{norm}": int(np.sum(y == 2))}
+    assert w["worst_se"] == pytest.approx(common.standard_error(robust.mean(), 70))
+  assert whole["sanity"] == {
+    "passed": False,
+    "warnings": ["images 40-60: masking"],
+    "num_chunks": 4,
+  }
+  assert run(queries=5) == whole and len(calls) == 4  # all cached
+  run(queries=6, max_chunks=1)  # another budget: chunk 0 is evaluated again
+  assert len(calls) == 5
 
 
 @pytest.mark.slow  # two tiny trainings and the standard suite at 3 iterations
