@@ -2,6 +2,7 @@
 AutoAttack sanity checks, each with a model built to trip it."""
 
 import math
+import time
 import warnings
 
 import jax
@@ -114,7 +115,11 @@ def test_standard_suite_cascade_per_attack_and_per_example(monkeypatch):
   # each attack sees only the examples every earlier one left robust at that radius.
   params, x, y = problem()
   log = []
-  identity = lambda spec, eps, apply_fn, params, x, y, *, key, bounds: x  # noqa: E731
+
+  def identity(spec, eps, apply_fn, params, x, y, *, key, bounds):
+    time.sleep(0.05)  # a known cost per batch, for the reported seconds
+    return x
+
   monkeypatch.setitem(
     registry.RUNNERS, "fab-t", registry.Runner(_recording(log, "fab", identity), False)
   )
@@ -145,6 +150,10 @@ def test_standard_suite_cascade_per_attack_and_per_example(monkeypatch):
       broken = np.array(per["attacks"][name]["broken"][k])
       seen = set().union(*(_rows(x, xs) for kind, e, xs in log if kinds[kind] == name and e == eps))
       assert seen == set(np.flatnonzero(robust)), name  # only the still-robust ones
+      assert report["attacks"][name]["num_attacked"][k] == len(seen)
+      batches = -(-len(seen) // 16)
+      if name == "fab-t-linf":  # its stand-in sleeps 0.05 s per batch
+        assert 0.05 * batches <= report["attacks"][name]["seconds"][k] < 0.05 * batches + 1.0
       assert not (broken & ~robust).any()
       robust &= ~broken
       acc = report["attacks"][name]["accuracy"][k]

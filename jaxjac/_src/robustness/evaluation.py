@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -93,18 +94,22 @@ def _check_output(job: Job, x: jax.Array, x_adv: jax.Array, bounds) -> None:
     )
 
 
-def _run(job: Job, data: _Data, idx: np.ndarray, key: jax.Array, model, bounds) -> np.ndarray:
-  """Runs one attack at one radius on the examples ``idx``; returns which it broke (N,)."""
+def _run(
+  job: Job, data: _Data, idx: np.ndarray, key: jax.Array, model, bounds
+) -> tuple[np.ndarray, float]:
+  """Runs one attack at one radius on the examples ``idx``; returns which it broke (N,)
+  and the wall time in seconds (compilation included, results on the host)."""
   apply_fn, params = model
   runner = registry.RUNNERS[job.spec.method]
   broken = np.zeros(len(data.labels), bool)
+  t0 = time.perf_counter()
   for b, sel, xb, yb in data.batches(idx):
     x_adv = runner.run(
       job.spec, job.eps, apply_fn, params, xb, yb, key=jax.random.fold_in(key, b), bounds=bounds
     )
     _check_output(job, xb, x_adv, bounds)
     broken[sel] = ~np.asarray(_correct(apply_fn, params, x_adv, yb))[: len(sel)]
-  return broken
+  return broken, time.perf_counter() - t0
 
 
 def _groups(jobs: Sequence[Job]) -> dict[tuple[str, float], list[int]]:
@@ -217,9 +222,11 @@ def evaluate(
   Returns:
     ``{"num_examples", "bounds", "suite", "clean_accuracy", "noise": {"std",
     "accuracy"}, "attacks": {name: {"method", ..., "eps", "accuracy",
-    "num_broken"}}, "worst_case": {norm: {"eps", "accuracy", "attacks"}},
-    "sanity": {"passed", "warnings", ...}}`` (``"sanity"`` is ``None`` when
-    ``sanity=False``).
+    "num_broken", "num_attacked", "seconds"}}, "worst_case": {norm: {"eps",
+    "accuracy", "attacks"}}, "sanity": {"passed", "warnings", ...}}``
+    (``"sanity"`` is ``None`` when ``sanity=False``). Per radius,
+    ``num_attacked`` counts the examples the attack ran on and ``seconds`` its
+    wall time (compilation included).
 
   Raises:
     GradientMaskingWarning: (a warning) when a sanity check fails.
@@ -273,14 +280,15 @@ def evaluate(
   groups = _groups(jobs)
   broken = np.zeros((len(jobs), n), bool)
   ran = np.zeros((len(jobs), n), bool)
+  seconds = np.zeros(len(jobs))
   total = len(jobs) + sum(len(c) for c in extra_jobs.values())
   bar = tqdm.tqdm(total=total, desc="evaluate", disable=not progress)
   for rows in groups.values():
     robust = clean.copy()
     for j in rows:
       ran[j] = robust if cascade else clean
-      broken[j] = _run(jobs[j], data, np.flatnonzero(ran[j]), jax.random.fold_in(k_attack, j),
-                       model, bounds)  # fmt: skip
+      broken[j], seconds[j] = _run(jobs[j], data, np.flatnonzero(ran[j]),
+                                   jax.random.fold_in(k_attack, j), model, bounds)  # fmt: skip
       robust &= ~broken[j]
       bar.update()
 
@@ -298,6 +306,8 @@ def evaluate(
       "eps": [jobs[j].eps for j in rows],
       "accuracy": acc,
       "num_broken": [int(broken[j].sum()) for j in rows],
+      "num_attacked": [int(ran[j].sum()) for j in rows],
+      "seconds": [float(seconds[j]) for j in rows],
     }
   worst_case: dict[str, dict[str, Any]] = {}
   worst_masks: dict[str, list[np.ndarray]] = {}
@@ -375,7 +385,7 @@ def _sanity_runs(
       )
       idx, key = np.flatnonzero(ran[base]), jax.random.fold_in(k_attack, base)
       entry["base_accuracy"] = float(np.sum(ran[base] & ~broken[base]) / n)
-    hit = _run(job, data, idx, key, model, bounds)
+    hit, entry["seconds"] = _run(job, data, idx, key, model, bounds)
     entry["accuracy"] = float(np.sum(clean[idx] & ~hit[idx]) / n)
     extra.setdefault(norm, {})[check] = entry
     bar.update()
