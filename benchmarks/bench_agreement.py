@@ -1,38 +1,41 @@
-"""Agreement with an independent implementation: jaxjac's attacks vs torchattacks.
+"""Agreement with an independent implementation: jaxjac's standard suite vs torchattacks.
 
 The same trained LeNet' weights (a plain one and a Jacobian-regularized one,
-lambda_JR = 0.01 with one random projection, as ``experiments/configs/jr.py``)
-are attacked on the same MNIST test images by
+lambda_JR = 0.01 with one random projection) are attacked on the same MNIST
+test images by
 
-* jaxjac: ``attacks.apgd`` (APGD-CE), ``attacks.apgd`` with ``loss="dlr"`` and
-  ``target`` for each of the top-9 classes (APGD-T), ``jaxjac.attacks.fab`` (FAB-T)
-  and ``jaxjac.attacks.square`` (Square), and ``jaxjac.evaluate(...,
-  suite="standard")`` when it exists;
+* jaxjac: ``jaxjac.evaluate(..., suite="standard")`` -- APGD-CE, APGD-T (top 9
+  targets), FAB-T (9 targets) and Square as AutoAttack's cascade, each attack on
+  the examples the earlier ones left robust;
 * torchattacks (the weights ported with ``benchmarks/torch_ref.py``): ``APGD``
-  (CE), ``APGDT`` (``n_classes=10``), ``FAB`` (``multi_targeted=True``) and
-  ``Square`` (margin loss, ``p_init=0.8``), each built explicitly with the same
-  budget: torchattacks' ``AutoAttack(version="standard")`` uses 10 steps, not
-  AutoAttack's 100.
+  (CE), ``APGDT`` (``n_classes=10``: 9 targets), ``FAB`` (``multi_targeted=True``)
+  and ``Square`` (margin loss, ``p_init=0.8``), run as the same cascade and each
+  built explicitly with the same budget (torchattacks'
+  ``AutoAttack(version="standard")`` uses 10 steps, not AutoAttack's 100).
 
-Per model, norm, radius and attack it reports the robust accuracy of each
-implementation, the per-example agreement (both robust / only jaxjac robust /
-only the reference robust / both broken) and the run time (jaxjac's includes
-compilation). An example counts as broken only if the returned point is
-misclassified and inside the ball (``||x_adv - x|| <= eps + 1e-5``, the
-tolerance of AutoAttack's own check). ``worst`` is the ensemble: robust
-against all four attacks. The logits of the ported model are compared with
-jaxjac's first.
+An example counts as broken only if the returned point is misclassified and
+inside the ball (``||x_adv - x|| <= eps + 1e-5``, the tolerance of
+AutoAttack's own check; jaxjac's ``evaluate`` refuses points outside it).
+Per model, norm and radius it reports each side's robust accuracy after each
+attack (cumulative, as AutoAttack reports it) and at the end (the worst case),
+the per-example agreement of the worst cases (both robust / only jaxjac robust /
+only the reference robust / both broken), whether jaxjac is **never weaker**
+(its worst case at most 0.5 points above the reference's) and both run times
+(jaxjac's include compilation).
 
-Run (CPU; the full run takes hours on 2 cores, use a GPU or fewer images)::
+The work is split in units (model, norm, radius, chunk of ``--chunk`` images),
+each written to ``--cache_dir`` when done: an interrupted run resumes, and
+``--max_units`` spreads the table over several runs. The logits of the ported
+model are compared with jaxjac's first.
 
-  python benchmarks/bench_agreement.py --tiny                      # seconds
-  python benchmarks/bench_agreement.py --num_images 200 --norms linf --eps linf:0.1 \\
-      --out benchmarks/results/agreement_cpu_small.json
-  python benchmarks/bench_agreement.py --num_images 500 \\
+Run (the full table takes hours on 2 CPU cores; it is an accelerator job)::
+
+  python benchmarks/bench_agreement.py --tiny                      # a minute
+  python benchmarks/bench_agreement.py --num_images 500 --data_dir DIR \\
       --out benchmarks/results/agreement.json                      # the full table
 
-Needs ``torch`` and ``torchattacks`` (``pip install torchattacks``); never
-imported by the library or its tests.
+Needs ``torch`` and ``torchattacks`` (``pip install --no-deps torchattacks``);
+never imported by the library or its tests.
 
 References:
   Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble
@@ -59,18 +62,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jaxjac  # noqa: E402
-from jaxjac import attacks, data, models  # noqa: E402
-from jaxjac._src.attacks.fab import fab  # noqa: E402
-from jaxjac._src.attacks.square import square  # noqa: E402
+from jaxjac import data, models  # noqa: E402
+from jaxjac.robustness import standard_attacks  # noqa: E402
 
 DEFAULT_EPS = {"linf": (0.1, 0.3), "l2": (1.0, 2.0)}
 ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
+METHODS = {"apgd": "apgd_ce", "apgd-t": "apgd_t", "fab-t": "fab_t", "square": "square"}
 TOL = 1e-5
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--num_images", type=int, default=500)
+  p.add_argument("--chunk", type=int, default=100, help="images per cached unit")
+  p.add_argument("--max_units", type=int, default=0, help="new units this run (0: all)")
+  p.add_argument("--cache_dir", default="", help="units are cached here (runs/agreement)")
   p.add_argument("--steps", type=int, default=100, help="APGD, APGD-T and FAB-T iterations")
   p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
   p.add_argument("--models", default="plain,jr")
@@ -79,14 +86,17 @@ def _parse(argv=None):
   p.add_argument("--attacks", default=",".join(ATTACKS))
   p.add_argument("--train_steps", type=int, default=1500)
   p.add_argument("--batch", type=int, default=64, help="training batch size")
-  p.add_argument("--weights_dir", default="", help="load/save trained weights here")
+  p.add_argument("--weights_dir", default="", help="trained weights (<cache_dir>/weights)")
   p.add_argument("--data_dir", default=os.environ.get("JAXJAC_DATA_DIR", ""))
   p.add_argument("--tiny", action="store_true", help="seconds-long dry run")
   p.add_argument("--out", default="")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
+  args.cache_dir = args.cache_dir or os.path.join(REPO, "runs", "agreement")
+  args.weights_dir = args.weights_dir or os.path.join(args.cache_dir, "weights")
   if args.tiny:
     args.num_images, args.steps, args.queries, args.train_steps = 8, 2, 20, 5
+    args.chunk = 4
     args.eps = args.eps or "linf:0.1,l2:1.0"
   return args
 
@@ -142,8 +152,8 @@ def load_or_train(kind: str, ds, args):
   from flax import serialization
 
   model = models.get_model("lenet")
-  path = os.path.join(args.weights_dir, f"lenet_{kind}.msgpack") if args.weights_dir else ""
-  if path and os.path.exists(path):
+  path = os.path.join(args.weights_dir, f"lenet_{kind}_{args.train_steps}_s{args.seed}.msgpack")
+  if os.path.exists(path):
     template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     with open(path, "rb") as f:
       return model, serialization.from_bytes(template, f.read()), None
@@ -154,15 +164,14 @@ def load_or_train(kind: str, ds, args):
     f"{time.perf_counter() - t0:.0f} s",
     flush=True,
   )
-  if path:
-    os.makedirs(args.weights_dir, exist_ok=True)
-    with open(path, "wb") as f:
-      f.write(serialization.to_bytes(variables))
+  os.makedirs(args.weights_dir, exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(serialization.to_bytes(variables))
   return model, variables, loss
 
 
 # ----------------------------------------------------------------------------
-# The two sides.
+# The two sides, each a cascade: {"clean": (N,), "broken": {attack: (N,)}, "seconds": {attack: s}}.
 
 
 def _size(adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
@@ -170,94 +179,55 @@ def _size(adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
   return np.abs(d).max(1) if norm == "linf" else np.sqrt((d**2).sum(1))
 
 
-def _robust(predict, adv, x, y, norm, eps) -> np.ndarray:
-  """Robust: correct at x and not (misclassified at adv inside the ball)."""
-  correct = predict(x) == y
-  broken = (predict(adv) != y) & (_size(adv, x, norm) <= eps + TOL)
-  return correct & ~broken
-
-
-def _top_targets(logits: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-  z = logits.copy()
-  z[np.arange(len(y)), y] = -np.inf
-  return np.argsort(-z, axis=1, kind="stable")[:, :k].T
-
-
-def run_jaxjac(apply_fn, variables, x, y, norm, eps, args, which) -> dict:
-  xj, yj = jnp.asarray(x), jnp.asarray(y)
-  key = jax.random.key(args.seed)
-  predict = lambda a: np.asarray(jnp.argmax(apply_fn(variables, jnp.asarray(a)), axis=1))
-  out = {}
-  for name in which:
+def cascade(attack_fns, predict, x, y, norm: str, eps: float) -> dict:
+  """AutoAttack's cascade of ``attack_fns`` (``[(name, fn(x, y) -> x_adv)]``): each on the
+  examples correct at `x` and unbroken by the earlier ones. An example is broken by an
+  attack when its point is misclassified and within ``eps + 1e-5`` of `x`."""
+  clean = predict(x) == y
+  robust, out = clean.copy(), {"clean": clean, "broken": {}, "seconds": {}}
+  for name, fn in attack_fns:
+    idx = np.flatnonzero(robust)
+    broken = np.zeros(len(y), bool)
     t0 = time.perf_counter()
-    if name == "apgd_ce":
-      adv = attacks.apgd(
-        apply_fn, variables, xj, yj, eps=eps, norm=norm, steps=args.steps, key=key, loss="ce"
-      )
-      robust = _robust(predict, np.asarray(adv), x, y, norm, eps)
-    elif name == "apgd_t":
-      logits = np.asarray(apply_fn(variables, xj))
-      robust = predict(x) == y
-      for i, t in enumerate(_top_targets(logits, y, 9)):
-        adv = attacks.apgd(
-          apply_fn,
-          variables,
-          xj,
-          yj,
-          eps=eps,
-          norm=norm,
-          steps=args.steps,
-          key=jax.random.fold_in(key, i),
-          loss="dlr",
-          target=jnp.asarray(t),
-        )
-        robust &= _robust(predict, np.asarray(adv), x, y, norm, eps)
-    elif name == "fab_t":
-      adv = fab(apply_fn, variables, xj, yj, eps=eps, norm=norm, key=key, steps=args.steps)
-      robust = _robust(predict, np.asarray(adv), x, y, norm, eps)
-    elif name == "square":
-      adv = square(apply_fn, variables, xj, yj, eps=eps, norm=norm, key=key, queries=args.queries)
-      robust = _robust(predict, np.asarray(adv), x, y, norm, eps)
-    else:
-      raise ValueError(f"unknown attack {name!r}")
-    out[name] = (robust, time.perf_counter() - t0)
-    print(f"  jaxjac {name}: robust {robust.mean():.3f} in {out[name][1]:.1f} s", flush=True)
+    if len(idx):
+      adv = np.asarray(fn(x[idx], y[idx]))
+      broken[idx] = (predict(adv) != y[idx]) & (_size(adv, x[idx], norm) <= eps + TOL)
+    out["seconds"][name] = time.perf_counter() - t0
+    out["broken"][name] = broken
+    robust &= ~broken
   return out
 
 
-def run_standard_suite(apply_fn, variables, x, y, norm, eps, args):
-  """``jaxjac.evaluate(..., suite="standard")``, or None where it does not exist yet."""
-  try:
-    t0 = time.perf_counter()
-    result = jaxjac.evaluate(
-      apply_fn,
-      variables,
-      x,
-      y,
-      key=jax.random.key(args.seed),
-      suite="standard",
-      noise_stds=(),
-      sanity=False,
-      progress=False,
-    )
-  except TypeError as e:
-    print(f"standard suite not available ({e})", flush=True)
-    return None
-  return {"result": result, "seconds": time.perf_counter() - t0, "norm": norm, "eps": eps}
+def run_jaxjac(apply_fn, variables, x, y, norm, eps, args, which, key) -> dict:
+  """``jaxjac.evaluate(..., suite="standard")`` at one radius, per example."""
+  specs = standard_attacks(
+    linf_eps=(eps,) if norm == "linf" else (), l2_eps=(eps,) if norm == "l2" else (),
+    steps=args.steps, queries=args.queries,
+  )  # fmt: skip
+  specs = tuple(s for s in specs if METHODS[s.method] in which)
+  rep = jaxjac.evaluate(
+    apply_fn, variables, x, y, key=key, suite="standard", attacks=specs, noise_stds=(),
+    batch_size=len(y), sanity=False, progress=False, return_per_example=True,
+  )  # fmt: skip
+  per = rep["per_example"]
+  return {
+    "clean": np.array(per["clean"]),
+    "broken": {METHODS[s.method]: np.array(per["attacks"][s.name]["broken"][0]) for s in specs},
+    "seconds": {METHODS[s.method]: rep["attacks"][s.name]["seconds"][0] for s in specs},
+  }
 
 
 def run_torch(model, x, y, norm, eps, args, which) -> dict:
+  """torchattacks' four components with AutoAttack's budget, as the same cascade."""
   import torch
   import torchattacks
 
-  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-  yt = torch.from_numpy(y.astype(np.int64))
   tnorm = {"linf": "Linf", "l2": "L2"}[norm]
+  to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2)))
 
   def predict(a):
     with torch.no_grad():
-      t = torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
-      return model(t).argmax(1).numpy()
+      return model(to_t(a)).argmax(1).numpy()
 
   builders = {
     "apgd_ce": lambda: torchattacks.APGD(
@@ -267,44 +237,97 @@ def run_torch(model, x, y, norm, eps, args, which) -> dict:
       model, norm=tnorm, eps=eps, steps=args.steps, n_restarts=1, n_classes=10, seed=args.seed
     ),
     "fab_t": lambda: torchattacks.FAB(
-      model,
-      norm=tnorm,
-      eps=eps,
-      steps=args.steps,
-      n_restarts=1,
-      multi_targeted=True,
-      n_classes=10,
-      seed=args.seed,
+      model, norm=tnorm, eps=eps, steps=args.steps, n_restarts=1, multi_targeted=True,
+      n_classes=10, seed=args.seed,
     ),
     "square": lambda: torchattacks.Square(
-      model,
-      norm=tnorm,
-      eps=eps,
-      n_queries=args.queries,
-      n_restarts=1,
-      p_init=0.8,
-      loss="margin",
-      resc_schedule=True,
-      seed=args.seed,
+      model, norm=tnorm, eps=eps, n_queries=args.queries, n_restarts=1, p_init=0.8,
+      loss="margin", resc_schedule=True, seed=args.seed,
     ),
-  }
-  out = {}
-  for name in which:
-    t0 = time.perf_counter()
-    adv = builders[name]()(xt, yt).detach().numpy().transpose(0, 2, 3, 1)
-    out[name] = (_robust(predict, adv, x, y, norm, eps), time.perf_counter() - t0)
-    print(
-      f"  torchattacks {name}: robust {out[name][0].mean():.3f} in {out[name][1]:.1f} s", flush=True
-    )
-  return out
+  }  # fmt: skip
+
+  def attack(name):
+    def fn(xs, ys):
+      adv = builders[name]()(to_t(xs), torch.from_numpy(ys.astype(np.int64)))
+      return adv.detach().numpy().transpose(0, 2, 3, 1)
+
+    return fn
+
+  return cascade([(n, attack(n)) for n in which], predict, x, y, norm, eps)
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
+# ----------------------------------------------------------------------------
+# Units, their cache, and the table.
+
+
+def _unit_record(side: dict) -> dict:
   return {
+    "clean": side["clean"].tolist(),
+    "broken": {k: v.tolist() for k, v in side["broken"].items()},
+    "seconds": side["seconds"],
+  }
+
+
+def summarize(units: list[dict], which: list[str], *, margin: float = 0.005) -> dict:
+  """One setting (model, norm, radius) from its units: per side the cumulative robust
+  accuracy after each attack, the worst case and the seconds; the agreement of the
+  worst-case masks; ``never_weaker``: jaxjac's worst case <= the reference's + `margin`."""
+  out: dict = {"num_images": sum(len(u["jaxjac"]["clean"]) for u in units)}
+  robust = {}
+  for side in ("jaxjac", "reference"):
+    clean = np.concatenate([np.array(u[side]["clean"], bool) for u in units])
+    r, after = clean.copy(), {}
+    for name in which:
+      r &= ~np.concatenate([np.array(u[side]["broken"][name], bool) for u in units])
+      after[name] = float(r.mean())
+    robust[side] = r
+    out[side] = {
+      "clean": float(clean.mean()),
+      "after": after,
+      "worst": float(r.mean()),
+      "seconds": {n: float(sum(u[side]["seconds"][n] for u in units)) for n in which},
+    }
+  a, b = robust["jaxjac"], robust["reference"]
+  out["agreement"] = {
     "both_robust": int(np.sum(a & b)),
     "only_jaxjac_robust": int(np.sum(a & ~b)),
     "only_reference_robust": int(np.sum(~a & b)),
     "both_broken": int(np.sum(~a & ~b)),
+  }
+  out["difference_points"] = 100 * (out["jaxjac"]["worst"] - out["reference"]["worst"])
+  out["never_weaker"] = bool(out["jaxjac"]["worst"] <= out["reference"]["worst"] + margin + 1e-12)
+  return out
+
+
+def markdown(report: dict) -> str:
+  """The agreement table of ``benchmarks/README.md``."""
+  lines = [
+    "| model | norm | eps | images | jaxjac worst (APGD-CE / -T / FAB-T / Square) | time "
+    "| torchattacks worst (same) | time | both robust / only jaxjac / only ref. / both broken "
+    "| never weaker |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for kind, entry in report["models"].items():
+    for s in entry["settings"]:
+      j, r, g = s["jaxjac"], s["reference"], s["agreement"]
+      steps = lambda side: " / ".join(f"{v:.3f}" for v in side["after"].values())
+      lines.append(
+        f"| {kind} | {s['norm']} | {s['eps']:g} | {s['num_images']} | **{j['worst']:.3f}** "
+        f"({steps(j)}) | {sum(j['seconds'].values()):.0f} s | **{r['worst']:.3f}** "
+        f"({steps(r)}) | {sum(r['seconds'].values()):.0f} s | {g['both_robust']} / "
+        f"{g['only_jaxjac_robust']} / {g['only_reference_robust']} / {g['both_broken']} "
+        f"| {'yes' if s['never_weaker'] else 'NO'} ({s['difference_points']:+.1f}) |"
+      )
+  return "\n".join(lines)
+
+
+def _settings_key(args, which) -> dict:
+  return {
+    "steps": args.steps,
+    "queries": args.queries,
+    "seed": args.seed,
+    "train_steps": args.train_steps,
+    "attacks": which,
   }
 
 
@@ -313,37 +336,35 @@ def main(argv=None) -> dict:
   import torch
   import torch_ref
 
+  try:
+    import torchattacks
+  except ImportError as e:
+    raise SystemExit("needs torchattacks: pip install --no-deps torchattacks") from e
   torch.manual_seed(args.seed)
-  path = args.data_dir or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "shared",
-    "data",
-    "mnist",
-  )
-  ds = data.load_idx_dir(path) if os.path.isdir(path) else data.load_mnist()
+  ds = data.load_idx_dir(args.data_dir) if args.data_dir else data.load_mnist()
   x = np.asarray(ds.test_images[: args.num_images], np.float32)
   y = np.asarray(ds.test_labels[: args.num_images], np.int32)
   which = [a for a in args.attacks.split(",") if a]
+  unknown = set(which) - set(ATTACKS)
+  if unknown:
+    raise SystemExit(f"--attacks: unknown {sorted(unknown)}; expected some of {ATTACKS}")
   radii = _radii(args)
   report = {
-    "config": {k: v for k, v in vars(args).items()},
+    "config": dict(vars(args)),
     "radii": radii,
     "platform": {
       "machine": platform.machine(),
+      "processor": platform.processor(),
       "jax": jax.__version__,
       "backend": jax.default_backend(),
+      "device": str(jax.devices()[0]),
       "torch": torch.__version__,
+      "torchattacks": torchattacks.__version__,
       "cpu_count": os.cpu_count(),
     },
     "models": {},
   }
-  try:
-    import torchattacks
-
-    report["platform"]["torchattacks"] = torchattacks.__version__
-  except ImportError as e:
-    raise SystemExit("needs torchattacks: pip install torchattacks") from e
-
+  new_units = 0
   for kind in [m for m in args.models.split(",") if m]:
     model, variables, _ = load_or_train(kind, ds, args)
     tmodel = torch_ref.load_flax_params(torch_ref.LeNet(), variables["params"]).eval()
@@ -363,43 +384,59 @@ def main(argv=None) -> dict:
     )
     for norm, eps_list in radii.items():
       for eps in eps_list:
-        jx = run_jaxjac(model.apply, variables, x, y, norm, eps, args, which)
-        tr = run_torch(tmodel, x, y, norm, eps, args, which)
-        setting = {"norm": norm, "eps": eps, "attacks": {}}
-        for name in which + ["worst"]:
-          if name == "worst":
-            a = np.logical_and.reduce([jx[n][0] for n in which])
-            b = np.logical_and.reduce([tr[n][0] for n in which])
-            ta, tb = sum(jx[n][1] for n in which), sum(tr[n][1] for n in which)
-          else:
-            (a, ta), (b, tb) = jx[name], tr[name]
-          row = {
-            "jaxjac_robust_acc": float(a.mean()),
-            "reference_robust_acc": float(b.mean()),
-            "jaxjac_seconds": ta,
-            "reference_seconds": tb,
-            **_agreement(a, b),
-          }
-          setting["attacks"][name] = row
-          print(
-            f"[{kind}] {norm} eps={eps:g} {name:8s} jaxjac {row['jaxjac_robust_acc']:.3f} "
-            f"({ta:6.1f} s)  torchattacks {row['reference_robust_acc']:.3f} ({tb:6.1f} s)  "
-            f"agree {row['both_robust']}/{row['only_jaxjac_robust']}/"
-            f"{row['only_reference_robust']}/{row['both_broken']}",
-            flush=True,
-          )
-        suite = run_standard_suite(model.apply, variables, x, y, norm, eps, args)
-        if suite is not None:
-          setting["standard_suite"] = suite
+        units = []
+        for c, start in enumerate(range(0, len(y), args.chunk)):
+          stop = min(start + args.chunk, len(y))
+          path = os.path.join(args.cache_dir, f"{kind}_{norm}_{eps:g}_{start}-{stop}.json")
+          key = {**_settings_key(args, which), "start": start, "stop": stop}
+          unit = _read(path)
+          if unit is None or unit.get("settings") != key:
+            if args.max_units and new_units >= args.max_units:
+              break
+            xs, ys = x[start:stop], y[start:stop]
+            k = jax.random.fold_in(jax.random.key(args.seed), c)
+            unit = {
+              "settings": key,
+              "jaxjac": _unit_record(
+                run_jaxjac(model.apply, variables, xs, ys, norm, eps, args, which, k)
+              ),
+              "reference": _unit_record(run_torch(tmodel, xs, ys, norm, eps, args, which)),
+            }
+            _write(path, unit)
+            new_units += 1
+          units.append(unit)
+        if not units:
+          continue
+        setting = {"norm": norm, "eps": eps, **summarize(units, which)}
         entry["settings"].append(setting)
+        j, r = setting["jaxjac"], setting["reference"]
+        print(
+          f"[{kind}] {norm} eps={eps:g} ({setting['num_images']} images): jaxjac "
+          f"{j['worst']:.3f} ({sum(j['seconds'].values()):.0f} s), torchattacks "
+          f"{r['worst']:.3f} ({sum(r['seconds'].values()):.0f} s), never weaker: "
+          f"{setting['never_weaker']}",
+          flush=True,
+        )
     report["models"][kind] = entry
-
+  print(markdown(report))
   if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(report, f, indent=1, default=str)
-    print(f"wrote {args.out}")
+    _write(args.out, report)
   return report
+
+
+def _read(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write(path: str, obj: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+  os.replace(f"{path}.tmp", path)
+  print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
