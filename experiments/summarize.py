@@ -249,8 +249,10 @@ def sweep(rec: dict) -> str:
       cells.append(_pct(r["std_gap"]))
       for norm in ("l2", "linf"):
         tr, te = r[f"robust_train_{norm}"], r[f"robust_test_{norm}"]
-        se = r.get(f"robust_test_{norm}_se")
-        cells += [f"{_pct(tr)} / {_pct(te, se)}", _pct(r[f"robust_gap_{norm}"])]
+        se, se_tr = r.get(f"robust_test_{norm}_se"), r.get(f"robust_train_{norm}_se")
+        # Train and test images are disjoint: the gap's standard error adds in quadrature.
+        se_gap = None if se is None or se_tr is None else (se**2 + se_tr**2) ** 0.5
+        cells += [f"{_pct(tr)} / {_pct(te, se)}", _pct(r[f"robust_gap_{norm}"], se_gap)]
       cells += [f"{r['jacobian_fro_test']:.2f}", f"{r['jacobian_l11_test']:.1f}"]
       rows.append(cells)
   header = [
