@@ -91,6 +91,7 @@ def _parse(argv=None):
   p.add_argument("--tiny", action="store_true", help="seconds-long dry run")
   p.add_argument("--out", default="")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--torch_device", default="", help="torchattacks' device (cuda when there)")
   args = p.parse_args(argv)
   args.cache_dir = args.cache_dir or os.path.join(REPO, "runs", "agreement")
   args.weights_dir = args.weights_dir or os.path.join(args.cache_dir, "weights")
@@ -223,11 +224,14 @@ def run_torch(model, x, y, norm, eps, args, which) -> dict:
   import torchattacks
 
   tnorm = {"linf": "Linf", "l2": "L2"}[norm]
-  to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2)))
+  device = next(model.parameters()).device
+
+  def to_t(a):
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2))).to(device)
 
   def predict(a):
     with torch.no_grad():
-      return model(to_t(a)).argmax(1).numpy()
+      return model(to_t(a)).argmax(1).cpu().numpy()
 
   builders = {
     "apgd_ce": lambda: torchattacks.APGD(
@@ -248,8 +252,8 @@ def run_torch(model, x, y, norm, eps, args, which) -> dict:
 
   def attack(name):
     def fn(xs, ys):
-      adv = builders[name]()(to_t(xs), torch.from_numpy(ys.astype(np.int64)))
-      return adv.detach().numpy().transpose(0, 2, 3, 1)
+      adv = builders[name]()(to_t(xs), torch.from_numpy(ys.astype(np.int64)).to(device))
+      return adv.detach().cpu().numpy().transpose(0, 2, 3, 1)
 
     return fn
 
@@ -341,6 +345,7 @@ def main(argv=None) -> dict:
   except ImportError as e:
     raise SystemExit("needs torchattacks: pip install --no-deps torchattacks") from e
   torch.manual_seed(args.seed)
+  args.torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
   ds = data.load_idx_dir(args.data_dir) if args.data_dir else data.load_mnist()
   x = np.asarray(ds.test_images[: args.num_images], np.float32)
   y = np.asarray(ds.test_labels[: args.num_images], np.int32)
@@ -359,6 +364,7 @@ def main(argv=None) -> dict:
       "backend": jax.default_backend(),
       "device": str(jax.devices()[0]),
       "torch": torch.__version__,
+      "torch_device": args.torch_device,
       "torchattacks": torchattacks.__version__,
       "cpu_count": os.cpu_count(),
     },
@@ -370,6 +376,7 @@ def main(argv=None) -> dict:
     tmodel = torch_ref.load_flax_params(torch_ref.LeNet(), variables["params"]).eval()
     with torch.no_grad():
       zt = tmodel(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    tmodel = tmodel.to(args.torch_device)
     zj = np.asarray(model.apply(variables, jnp.asarray(x)))
     entry = {
       "clean_accuracy": float(np.mean(np.argmax(zj, 1) == y)),
