@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxjac
-from jaxjac._src.robustness import registry, sanity
+from jaxjac._src.robustness import evaluation, registry, sanity
 from jaxjac.robustness import AttackSpec, GradientMaskingWarning, standard_attacks
 
 INF_BOX = (-math.inf, math.inf)
@@ -163,6 +163,10 @@ def test_standard_suite_cascade_per_attack_and_per_example(monkeypatch):
     assert report["worst_case"]["linf"]["accuracy"][k] == pytest.approx(robust.mean())
     # No attack breaks an example that is provably robust (the closed form without the box).
     assert not (exact_linf(params, x, y, eps) & ~robust).any()
+  # Each call got its examples padded only to the next power of two (at most 16).
+  for _, _, xs in log:
+    assert len(xs) == evaluation.padded_size(len(_rows(x, xs)), 16) <= 16
+  assert any(len(xs) < 16 for _, _, xs in log)  # the cascade's late attacks: small batches
   # APGD-CE and APGD-T did real work: the first radius needs no stand-in to break some.
   assert report["attacks"]["apgd-ce-linf"]["num_broken"][1] > 0
 
@@ -295,3 +299,9 @@ def test_attack_outside_the_ball_is_not_counted(monkeypatch):
         linear_apply, params, x, y, key=jax.random.key(0), progress=False, sanity=False,
         attacks=(AttackSpec("s", "square", "linf", (0.1,)),), bounds=INF_BOX,
     )  # fmt: skip
+
+
+def test_padded_size_is_the_next_power_of_two_capped_by_the_batch():
+  sizes = [evaluation.padded_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)]
+  assert sizes == [1, 2, 4, 8, 8, 16, 16]
+  assert [evaluation.padded_size(n, 100) for n in (60, 64, 65, 100)] == [64, 64, 100, 100]

@@ -1,7 +1,10 @@
 """Robustness evaluation: clean, white-noise and adversarial accuracy, with sanity checks.
 
-:func:`evaluate` runs over a dataset, in padded batches of a fixed size (so
-each attack compiles once):
+:func:`evaluate` runs over a dataset in batches of at most ``batch_size``
+examples; a part batch (the last one, or the few examples a cascade still has
+to attack) is padded to the next power of two, so each attack compiles for at
+most ``log2(batch_size) + 1`` shapes and a cascade's late attacks cost in
+proportion to the examples left:
 
 * the clean accuracy;
 * the accuracy under Gaussian white noise ``clip(x + sigma n, l, u)``,
@@ -65,8 +68,17 @@ def _noise_correct(apply_fn, bounds, params, x, y, std, key):
   return _correct(apply_fn, params, noisy, y)
 
 
+def padded_size(n: int, size: int) -> int:
+  """The batch a part of ``n <= size`` examples is padded to: the next power of two, at
+  most ``size``. A cascade hands each attack the examples still robust, often a few; a
+  full-size batch for them would cost as much as attacking every example, while powers
+  of two keep the compiled shapes per attack to ``log2(size) + 1``."""
+  return min(size, 1 << max(n - 1, 0).bit_length())
+
+
 class _Data:
-  """The dataset on the host and its batches of a fixed size (the last one padded)."""
+  """The dataset on the host and its batches of at most ``batch_size`` examples; a part
+  batch is padded (by repeating its last example) to :func:`padded_size`."""
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
     self.images, self.labels = images, labels
@@ -76,7 +88,9 @@ class _Data:
     """``(b, sel, x, y)`` per batch of the examples ``idx``, padded by repeating the last."""
     for b, start in enumerate(range(0, len(idx), self.size)):
       sel = idx[start : start + self.size]
-      padded = np.concatenate([sel, np.repeat(sel[-1:], self.size - len(sel))])
+      padded = np.concatenate(
+        [sel, np.repeat(sel[-1:], padded_size(len(sel), self.size) - len(sel))]
+      )
       yield b, sel, jnp.asarray(self.images[padded]), jnp.asarray(self.labels[padded])
 
 
@@ -200,7 +214,8 @@ def evaluate(
       attacks (:func:`~jaxjac.robustness.standard_attacks` or
       :func:`~jaxjac.robustness.fast_attacks`); ``()`` runs none.
     noise_stds: standard deviations of the Gaussian noise, each >= 0.
-    batch_size: examples per batch.
+    batch_size: examples per batch; a part batch is padded to the next power
+      of two (each attack compiles once per padded size).
     bounds: the input box ``(low, high)``.
     sanity: run the sanity checks of :func:`~jaxjac.robustness.sanity_report`.
       Extra runs per norm, on the first PGD (else APGD) attack of that norm
