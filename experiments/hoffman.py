@@ -259,7 +259,7 @@ def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
     state.apply_fn, {"params": state.params}, test_x[idx], test_y[idx], WORST_EPS,
     key=jax.random.fold_in(jax.random.key(2019), 2), **strength, chunk=args.chunk,
     cache_dir=os.path.join(args.workdir, "hoffman_worst", run),
-    max_chunks=args.max_chunks or None,
+    max_chunks=None if args.max_chunks < 0 else args.max_chunks,
   )  # fmt: skip
   return {
     "model": name,
@@ -313,6 +313,10 @@ def worst_case(args) -> dict:
   models = {}
   for name in args.models or ("none", "jr"):
     models[name] = _worst_model(args, name, dataset)
+    if not models[name]["num_done"]:
+      print(f"{name:8s} no evaluated chunk yet", flush=True)
+      del models[name]
+      continue
     w = models[name]["worst"]
     print(
       f"{name:8s} clean {w['linf']['clean']:.3f}  worst linf {w['linf']['worst']:.3f} "
@@ -601,7 +605,11 @@ OPTIONS = {
   "--num_test": (int, 500, "test images for the robustness curves"),
   "--num_worst": (int, 1000, "test images for the worst case (0: all 10000)"),
   "--chunk": (int, 100, "images per cached chunk of the worst case"),
-  "--max_chunks": (int, 0, "new worst-case chunks per model and call (0: all)"),
+  "--max_chunks": (
+    int,
+    -1,
+    "new worst-case chunks per model and call (-1: all; 0: report the cached ones)",
+  ),
   "--seeds": (int, 3, "seeds (estimators, amortized)"),
   "--jr_seeds": (int, 0, "amortized: seeds of full JR if more than --seeds"),
   "--worst": (bool, False, "amortized: add the worst case of every run"),

@@ -110,7 +110,9 @@ def _worst_cells(w: dict) -> list[str]:
 def worst_case(rec: dict) -> str:
   rows = []
   for name, m in rec["models"].items():
-    cells = [NAMES.get(name, name), _pct(m["worst"]["linf"]["clean"])]
+    done = m.get("num_done", rec["num_worst"])
+    images = f"{done}" + ("" if done == rec["num_worst"] else f" of {rec['num_worst']}")
+    cells = [NAMES.get(name, name), images, _pct(m["worst"]["linf"]["clean"])]
     for norm in ("linf", "l2"):
       cells += _worst_cells(m["worst"][norm])
     s = m["sanity"]
@@ -118,6 +120,7 @@ def worst_case(rec: dict) -> str:
     rows.append(cells)
   header = [
     "model",
+    "images",
     "clean",
     "l_inf 0.1: after APGD-CE / APGD-T / FAB-T / Square",
     "**worst ± SE**",
@@ -126,7 +129,8 @@ def worst_case(rec: dict) -> str:
     "sanity",
   ]
   head = (
-    f"Robust accuracy (%) on {rec['num_worst']} test images, standard suite, "
+    f"Robust accuracy (%) on a random subset of {rec['num_worst']} test images (the first "
+    f"`images` of it where the evaluation is not finished), standard suite, "
     f"{rec['steps']} iterations, Square {rec['queries']} queries."
   )
   return "\n".join([head, "", *_table(header, rows), "", _where(rec)])

@@ -329,6 +329,8 @@ def test_worst_case_chunks_resume_and_merge_exactly(common, tmp_path, monkeypatc
     key=jax.random.key(0), steps=3, chunk=20, cache_dir=str(tmp_path),
   )  # fmt: skip
   robust = (y >= 0) & (y != 1) & (y != 2)
+  nothing = run(queries=5, max_chunks=0)  # report only what is cached: nothing yet
+  assert (nothing["num_done"], nothing["complete"], calls) == (0, False, [])
   first = run(queries=5, max_chunks=2)
   assert (first["num_done"], first["complete"], calls) == (40, False, [20, 20])
   assert first["worst"]["l2"]["worst"] == pytest.approx(robust[:40].mean())
