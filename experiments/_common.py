@@ -291,87 +291,111 @@ def evaluate_worst(apply_fn, params, x, y, worst_eps, *, key, steps: int, querie
 
 
 def evaluate_worst_chunked(
-  apply_fn, params, x, y, worst_eps, *, key, steps: int, queries: int, chunk: int,
-  cache_dir: str, max_chunks: int | None = None,
+  apply_fn, params, images, labels, order, worst_eps, *, key, steps: int, queries: int,
+  chunk: int, cache_dir: str, max_chunks: int | None = None,
 ) -> dict:  # fmt: skip
-  """:func:`evaluate_worst` in chunks of `chunk` images, each cached; resumable.
+  """:func:`evaluate_worst` of the images ``order`` (indices into `images`), in chunks
+  of `chunk` images, with every image's outcome cached; resumable.
 
-  Chunk ``c`` (images ``[c chunk, (c + 1) chunk)`` of `x`) is evaluated with the
-  key ``fold_in(key, c)`` and written to ``cache_dir/chunk_CCCC.json`` with its
-  settings, summaries, sanity report and per-example masks; a later call
-  reuses every chunk whose settings match and evaluates only the others, so an
-  interrupted evaluation loses at most one chunk. `max_chunks` caps the new
-  chunks evaluated by this call (``None``: all). Every quantity of
-  :func:`worst_summary` is a fraction of the examples, so the merged one (over
-  the chunks done, ``num_done`` images: a uniform random subset when `x` is
-  one, being a prefix of it) is the size-weighted mean of the chunks'.
+  Each chunk is the next `chunk` images of `order` that no cached chunk covers; it
+  is evaluated with the key ``fold_in(key, k)`` (``k``: the chunk's number in
+  `cache_dir`) and written to ``cache_dir/chunk_KKKK.json`` with its settings, the
+  image indices, the per-example masks (clean, broken per attack, robust per norm)
+  and the sanity report. Chunks made with other settings are ignored. An
+  interrupted evaluation loses at most one chunk, and a different `chunk` or
+  `order` reuses every cached image. `max_chunks` caps the new chunks of this
+  call (``None``: all; ``0``: report what is cached).
 
-  Returns ``{"num_done", "num_total", "complete", "worst": {norm: summary},
-  "sanity": {"passed", "warnings", "num_chunks"}, "eval_seconds"}``.
+  The summary covers the longest prefix of `order` whose images are all cached
+  (``num_done`` images): with `order` a random permutation, a uniform random
+  sample. Accuracies are means of the per-example masks over it.
+
+  Returns ``{"num_done", "num_total", "num_cached", "complete", "worst": {norm:
+  summary as :func:`worst_summary`}, "sanity": {"passed", "warnings",
+  "num_chunks"}, "eval_seconds"}``.
   """
-  n = len(y)
-  settings = {"chunk": chunk, "steps": steps, "queries": queries, "worst_eps": dict(worst_eps)}
-  done, new = [], 0
-  for c, start in enumerate(range(0, n, chunk)):
-    stop = min(start + chunk, n)
-    path = os.path.join(cache_dir, f"chunk_{c:04d}.json")
-    rec = read_json(path)
-    if rec is None or any(
-      rec.get(k) != v for k, v in {**settings, "start": start, "stop": stop}.items()
-    ):
-      if max_chunks is not None and new >= max_chunks:
-        break
-      t0 = time.perf_counter()
-      report = jaxjac.evaluate(
-        apply_fn, params, x[start:stop], y[start:stop], key=jax.random.fold_in(key, c),
-        suite="standard", attacks=worst_specs(worst_eps, steps=steps, queries=queries),
-        noise_stds=(), batch_size=stop - start, progress=False, return_per_example=True,
-      )  # fmt: skip
-      rec = {
-        **settings,
-        "start": start,
-        "stop": stop,
-        "worst": {m: worst_summary(report, m, e) for m, e in worst_eps.items()},
-        "sanity": report["sanity"],
-        "per_example": report["per_example"],
-        "seconds": time.perf_counter() - t0,
-        "environment": environment(),
-      }
-      write_json(path, rec)
-      new += 1
-    done.append(rec)
-  return merge_worst_chunks(done, n)
+  order = np.asarray(order)
+  settings = {"steps": steps, "queries": queries, "worst_eps": dict(worst_eps)}
+  chunks = []
+  for name in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else ():
+    rec = read_json(os.path.join(cache_dir, name)) if name.endswith(".json") else None
+    if rec is not None and all(rec.get(k) == v for k, v in settings.items()):
+      chunks.append(rec)
+  names = os.listdir(cache_dir) if os.path.isdir(cache_dir) else []
+  number = 1 + max((int(n[6:10]) for n in names if n.startswith("chunk_")), default=-1)
+  cached = {i for c in chunks for i in c["indices"]}
+  new = 0
+  while max_chunks is None or new < max_chunks:
+    todo = [int(i) for i in order if int(i) not in cached][:chunk]
+    if not todo:
+      break
+    t0 = time.perf_counter()
+    report = jaxjac.evaluate(
+      apply_fn, params, images[todo], labels[todo], key=jax.random.fold_in(key, number),
+      suite="standard", attacks=worst_specs(worst_eps, steps=steps, queries=queries),
+      noise_stds=(), batch_size=len(todo), progress=False, return_per_example=True,
+    )  # fmt: skip
+    rec = {
+      **settings,
+      "indices": todo,
+      "worst": {m: worst_summary(report, m, e) for m, e in worst_eps.items()},
+      "sanity": report["sanity"],
+      "per_example": report["per_example"],
+      "seconds": time.perf_counter() - t0,
+      "environment": environment(),
+    }
+    write_json(os.path.join(cache_dir, f"chunk_{number:04d}.json"), rec)
+    chunks.append(rec)
+    cached.update(todo)
+    number, new = number + 1, new + 1
+  return merge_worst_chunks(chunks, order, worst_eps)
 
 
-def merge_worst_chunks(chunks: list[dict], num_total: int) -> dict:
-  """The size-weighted merge of :func:`evaluate_worst_chunked`'s chunk records."""
-  sizes = np.array([c["stop"] - c["start"] for c in chunks], float)
-  num = int(sizes.sum())
-  mean = lambda vals: float(np.dot(sizes, vals) / num) if num else float("nan")
+def merge_worst_chunks(chunks: list[dict], order, worst_eps: dict[str, float]) -> dict:
+  """:func:`evaluate_worst_chunked`'s summary from its chunk records: per-example
+  outcomes over the longest fully cached prefix of `order`."""
+  outcome = {}  # image index -> (chunk, position in it)
+  for c in chunks:
+    for pos, i in enumerate(c["indices"]):
+      outcome.setdefault(int(i), (c, pos))
+  prefix = []
+  for i in np.asarray(order):
+    if int(i) not in outcome:
+      break
+    prefix.append(outcome[int(i)])
+  num = len(prefix)
   worst = {}
-  for norm in chunks[0]["worst"] if chunks else ():
-    ws = [c["worst"][norm] for c in chunks]
-    first = ws[0]
+  for norm in worst_eps if num else ():
+    first = prefix[0][0]["worst"][norm]
+    attacks = first["attacks"]
+    clean = np.array([c["per_example"]["clean"][p] for c, p in prefix], bool)
+    broken = {
+      a: np.array([c["per_example"]["attacks"][a]["broken"][0][p] for c, p in prefix], bool)
+      for a in attacks
+    }
+    robust, after = clean.copy(), {}
+    for a in attacks:
+      robust &= ~broken[a]
+      after[a] = float(robust.mean())
     w = {k: first[k] for k in ("norm", "eps", "attacks", "settings")}
-    w["n"] = num
-    w["clean"] = mean([s["clean"] for s in ws])
-    w["worst"] = mean([s["worst"] for s in ws])
+    w.update(n=num, clean=float(clean.mean()), worst=float(robust.mean()), after=after)
     w["worst_se"] = standard_error(w["worst"], num)
-    w["after"] = {a: mean([s["after"][a] for s in ws]) for a in first["attacks"]}
-    w["num_broken"] = {a: int(sum(s["num_broken"][a] for s in ws)) for a in first["attacks"]}
+    w["num_broken"] = {a: int(broken[a].sum()) for a in attacks}
     worst[norm] = w
+  used = {id(c): c for c, _ in prefix}.values()
   warns = [
-    f"images {c['start']}-{c['stop']}: {msg}" for c in chunks for msg in c["sanity"]["warnings"]
-  ]
+    f"images {c['indices'][0]}..: {msg}" for c in used for msg in c["sanity"]["warnings"]
+  ]  # fmt: skip
   return {
     "num_done": num,
-    "num_total": int(num_total),
-    "complete": num == num_total,
+    "num_total": int(len(order)),
+    "num_cached": len(outcome),
+    "complete": num == len(order),
     "worst": worst,
     "sanity": {
-      "passed": all(c["sanity"]["passed"] for c in chunks),
+      "passed": all(c["sanity"]["passed"] for c in used),
       "warnings": warns,
-      "num_chunks": len(chunks),
+      "num_chunks": len(used),
     },
     "eval_seconds": float(sum(c["seconds"] for c in chunks)),
   }

@@ -246,17 +246,19 @@ CURVE_STEPS = 10
 
 def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
   """Worst case of model `name` at :data:`WORST_EPS` on ``--num_worst`` test images
-  (``suite="standard"``), in chunks of ``--chunk`` images cached in
-  ``<workdir>/hoffman_worst/<run>/`` (resumable; ``--max_chunks`` new chunks per call).
-  Incomplete results (``complete`` false) cover the first ``num_done`` images of
-  the random subset, themselves a uniform random subset."""
+  (``suite="standard"``), evaluated in a random order in chunks of ``--chunk``
+  images, each image's outcome cached in ``<workdir>/hoffman_worst/<run>/``
+  (resumable; ``--max_chunks`` new chunks per call). An unfinished evaluation is
+  summarized over the images done first in that order (``num_done``): a uniform
+  random sample of the test set."""
   strength = common.attack_strength(args)
   run = name if seed == 0 else f"{name}_s{seed}"
   config, state, _, seconds, _ = _model(args, name, dataset, seed=seed)
   _, _, test_x, test_y = common.train_data(config, dataset)
   idx = common.subset(len(test_y), args.num_worst, seed=1)
+  order = np.random.default_rng([1, 0x0DE5]).permutation(idx)
   merged = common.evaluate_worst_chunked(
-    state.apply_fn, {"params": state.params}, test_x[idx], test_y[idx], WORST_EPS,
+    state.apply_fn, {"params": state.params}, test_x, test_y, order, WORST_EPS,
     key=jax.random.fold_in(jax.random.key(2019), 2), **strength, chunk=args.chunk,
     cache_dir=os.path.join(args.workdir, "hoffman_worst", run),
     max_chunks=None if args.max_chunks < 0 else args.max_chunks,
@@ -266,7 +268,6 @@ def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
     "seed": seed,
     "num_worst": int(len(idx)),
     **strength,
-    "chunk": args.chunk,
     "suite": "standard",
     "train_seconds": seconds,
     **merged,
@@ -329,12 +330,11 @@ def worst_case(args) -> dict:
   json_path, _ = _paths(args, "worst_case")
   old = common.read_json(json_path) or {}
   strength = common.attack_strength(args)
-  same = {"num_worst": args.num_worst, "chunk": args.chunk, **strength}
+  same = {"num_worst": args.num_worst, **strength}
   if all(old.get(k) == v for k, v in same.items()):
     models = {**old.get("models", {}), **models}
   record = common.record("hoffman_worst_case", args, dataset) | {
     "num_worst": args.num_worst,
-    "chunk": args.chunk,
     **strength,
     "suite": "standard (APGD-CE, APGD-T, FAB-T, Square; cascade)",
     "worst_eps": WORST_EPS,

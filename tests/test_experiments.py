@@ -269,10 +269,11 @@ def test_worst_case_equals_the_closed_form_on_a_linear_model(common, tmp_path):
     s = common.worst_summary(report, norm, eps[norm])
     assert s["worst"] == pytest.approx(np.mean(r > eps[norm]) + 0.0, abs=1 / 60)
     assert s["worst_se"] == pytest.approx(math.sqrt(s["worst"] * (1 - s["worst"]) / 60))
-  # The same in chunks of 25 images, one new chunk per call (an interrupted run).
+  # The same in chunks of 25 images in a random order, one new chunk per call.
   chunked = functools.partial(
-    common.evaluate_worst_chunked, apply_fn, jnp.asarray(w), x, y, eps,
-    key=jax.random.key(0), steps=20, queries=100, chunk=25, cache_dir=str(tmp_path), max_chunks=1,
+    common.evaluate_worst_chunked, apply_fn, jnp.asarray(w), x, y,
+    np.random.default_rng(1).permutation(60), eps, key=jax.random.key(0), steps=20,
+    queries=100, chunk=25, cache_dir=str(tmp_path), max_chunks=1,
   )  # fmt: skip
   assert [chunked()["num_done"] for _ in range(3)] == [25, 50, 60]
   merged = chunked()
@@ -285,35 +286,33 @@ def test_worst_case_equals_the_closed_form_on_a_linear_model(common, tmp_path):
 
 
 def _fake_standard_report(x, y, *, key, **_):
-  """A report of :func:`jaxjac.evaluate`'s shape: example i is clean iff y_i >= 0, and
-  the attack ``k`` (k = 0, 1) breaks it iff y_i = k + 1; a sanity warning iff y_0 = 9."""
+  """A report of :func:`jaxjac.evaluate`'s shape, per example: clean iff y >= 0, attack
+  ``k`` (k = 0, 1) breaks it iff y = k + 1; a sanity warning iff the first y is 9."""
   del key
   y = np.asarray(y)
   clean, hit = y >= 0, [y == 1, y == 2]
-  worst = clean & ~hit[0] & ~hit[1]
-  attacks = {}
-  for norm in ("linf", "l2"):
-    for k in range(2):
-      after = float(np.mean(clean & ~np.any(hit[: k + 1], 0)))
-      attacks[f"a{k}-{norm}"] = {
-        "method": "apgd", "eps": [0.1], "accuracy": [after], "num_broken": [int(hit[k].sum())]
-      }  # fmt: skip
+  names = {n: [f"a0-{n}", f"a1-{n}"] for n in ("linf", "l2")}
+  attacks = {
+    a: {"method": "apgd", "eps": [0.1], "accuracy": [0.0], "num_broken": [int(hit[k].sum())]}
+    for n in names for k, a in enumerate(names[n])
+  }  # fmt: skip
   return {
     "num_examples": len(y),
     "clean_accuracy": float(clean.mean()),
     "attacks": attacks,
-    "worst_case": {
-      n: {"eps": [0.1], "accuracy": [float(worst.mean())], "attacks": [[f"a0-{n}", f"a1-{n}"]]}
-      for n in ("linf", "l2")
-    },
+    "worst_case": {n: {"eps": [0.1], "accuracy": [0.0], "attacks": [names[n]]} for n in names},
     "sanity": {"passed": y[0] != 9, "warnings": ["masking"] if y[0] == 9 else []},
-    "per_example": {"worst_case": {n: {"robust": [worst.tolist()]} for n in ("linf", "l2")}},
+    "per_example": {
+      "clean": clean.tolist(),
+      "attacks": {a: {"broken": [hit[k].tolist()]} for n in names for k, a in enumerate(names[n])},
+    },
   }
 
 
 def test_worst_case_chunks_resume_and_merge_exactly(common, tmp_path, monkeypatch):
-  """Chunks evaluated by separate calls (an interrupted run) merge to the numbers of
-  the whole set; done chunks are never re-evaluated; other settings re-evaluate."""
+  """Chunks evaluated by separate calls (an interrupted run), in a random order, give
+  the per-example numbers of the images done first in that order; cached images are
+  never evaluated again, whatever the chunk size or order; other settings re-evaluate."""
   calls = []
 
   def fake(apply_fn, params, x, y, **kw):
@@ -321,42 +320,54 @@ def test_worst_case_chunks_resume_and_merge_exactly(common, tmp_path, monkeypatc
     return _fake_standard_report(x, y, **kw)
 
   monkeypatch.setattr(common.jaxjac, "evaluate", fake)
-  y = np.random.default_rng(0).integers(-1, 10, 70)
-  y[40] = 9  # the third chunk's first example: a sanity warning there
-  x = np.zeros((70, 1), np.float32)
+  y = np.random.default_rng(0).integers(-1, 10, 100)
+  order = np.random.default_rng(1).permutation(100)[:70]  # a random subset, in random order
+  y[order[40]] = 9  # the third chunk's first image: a sanity warning there
+  x = np.zeros((100, 1), np.float32)
+  eps = {"linf": 0.1, "l2": 0.1}
   run = functools.partial(
-    common.evaluate_worst_chunked, None, None, x, y, {"linf": 0.1, "l2": 0.1},
-    key=jax.random.key(0), steps=3, chunk=20, cache_dir=str(tmp_path),
+    common.evaluate_worst_chunked, None, None, x, y, key=jax.random.key(0), steps=3,
+    cache_dir=str(tmp_path),
   )  # fmt: skip
   robust = (y >= 0) & (y != 1) & (y != 2)
-  nothing = run(queries=5, max_chunks=0)  # report only what is cached: nothing yet
+  nothing = run(order, eps, queries=5, chunk=20, max_chunks=0)  # only what is cached: nothing
   assert (nothing["num_done"], nothing["complete"], calls) == (0, False, [])
-  first = run(queries=5, max_chunks=2)
+  first = run(order, eps, queries=5, chunk=20, max_chunks=2)
   assert (first["num_done"], first["complete"], calls) == (40, False, [20, 20])
-  assert first["worst"]["l2"]["worst"] == pytest.approx(robust[:40].mean())
-  whole = run(queries=5)
-  assert (whole["num_done"], whole["complete"], calls) == (70, True, [20, 20, 20, 10])
+  assert first["worst"]["l2"]["worst"] == pytest.approx(robust[order[:40]].mean())
+  # Another chunk size and the reverse order: the prefix of that order is not cached
+  # (nothing to report), and the next chunk takes only images not cached yet.
+  back = run(order[::-1], eps, queries=5, chunk=25, max_chunks=0)
+  assert back["num_done"] == 0 and back["num_cached"] == 40
+  back = run(order[::-1], eps, queries=5, chunk=25, max_chunks=1)
+  assert (back["num_done"], calls) == (25, [20, 20, 25])
+  whole = run(order, eps, queries=5, chunk=20)
+  assert (whole["num_done"], whole["complete"], calls) == (70, True, [20, 20, 25, 5])
+  sel = order
   for norm in ("linf", "l2"):
     w = whole["worst"][norm]
     assert (w["n"], w["worst"], w["clean"]) == (
       70,
-      pytest.approx(robust.mean()),
-      pytest.approx(np.mean(y >= 0)),
+      pytest.approx(robust[sel].mean()),
+      pytest.approx(np.mean(y[sel] >= 0)),
     )
     assert w["after"] == {
-      f"a0-{norm}": pytest.approx(np.mean((y >= 0) & (y != 1))),
-      f"a1-{norm}": pytest.approx(robust.mean()),
+      f"a0-{norm}": pytest.approx(np.mean((y[sel] >= 0) & (y[sel] != 1))),
+      f"a1-{norm}": pytest.approx(robust[sel].mean()),
     }
-    assert w["num_broken"] == {f"a0-{norm}": int(np.sum(y == 1)), f"a1-{norm}": int(np.sum(y == 2))}
-    assert w["worst_se"] == pytest.approx(common.standard_error(robust.mean(), 70))
+    assert w["num_broken"] == {
+      f"a0-{norm}": int(np.sum(y[sel] == 1)),
+      f"a1-{norm}": int(np.sum(y[sel] == 2)),
+    }
+    assert w["worst_se"] == pytest.approx(common.standard_error(robust[sel].mean(), 70))
   assert whole["sanity"] == {
     "passed": False,
-    "warnings": ["images 40-60: masking"],
+    "warnings": [f"images {order[40]}..: masking"],
     "num_chunks": 4,
   }
-  assert run(queries=5) == whole and len(calls) == 4  # all cached
-  run(queries=6, max_chunks=1)  # another budget: chunk 0 is evaluated again
-  assert len(calls) == 5
+  assert run(order, eps, queries=5, chunk=20) == whole and len(calls) == 4  # all cached
+  run(order, eps, queries=6, chunk=20, max_chunks=1)  # another budget: evaluated again
+  assert calls[4:] == [20] and sorted(os.listdir(tmp_path))[-1] == "chunk_0004.json"
 
 
 @pytest.mark.slow  # two tiny trainings and the standard suite at 3 iterations
