@@ -76,7 +76,9 @@ def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--num_images", type=int, default=500)
   p.add_argument("--chunk", type=int, default=100, help="images per cached unit")
-  p.add_argument("--max_units", type=int, default=0, help="new units this run (0: all)")
+  p.add_argument(
+    "--max_units", type=int, default=-1, help="new units this run (-1: all; 0: only report)"
+  )
   p.add_argument("--cache_dir", default="", help="units are cached here (runs/agreement)")
   p.add_argument("--steps", type=int, default=100, help="APGD, APGD-T and FAB-T iterations")
   p.add_argument("--queries", type=int, default=5000, help="Square's query budget")
@@ -398,7 +400,7 @@ def main(argv=None) -> dict:
           key = {**_settings_key(args, which), "start": start, "stop": stop}
           unit = _read(path)
           if unit is None or unit.get("settings") != key:
-            if args.max_units and new_units >= args.max_units:
+            if 0 <= args.max_units <= new_units:
               break
             xs, ys = x[start:stop], y[start:stop]
             k = jax.random.fold_in(jax.random.key(args.seed), c)
