@@ -317,8 +317,10 @@ def markdown(report: dict) -> str:
     for s in entry["settings"]:
       j, r, g = s["jaxjac"], s["reference"], s["agreement"]
       steps = lambda side: " / ".join(f"{v:.3f}" for v in side["after"].values())
+      n, asked = s["num_images"], s.get("num_requested", s["num_images"])
+      images = f"{n}" if n == asked else f"{n} of {asked}"
       lines.append(
-        f"| {kind} | {s['norm']} | {s['eps']:g} | {s['num_images']} | **{j['worst']:.3f}** "
+        f"| {kind} | {s['norm']} | {s['eps']:g} | {images} | **{j['worst']:.3f}** "
         f"({steps(j)}) | {sum(j['seconds'].values()):.0f} s | **{r['worst']:.3f}** "
         f"({steps(r)}) | {sum(r['seconds'].values()):.0f} s | {g['both_robust']} / "
         f"{g['only_jaxjac_robust']} / {g['only_reference_robust']} / {g['both_broken']} "
@@ -416,7 +418,7 @@ def main(argv=None) -> dict:
           units.append(unit)
         if not units:
           continue
-        setting = {"norm": norm, "eps": eps, **summarize(units, which)}
+        setting = {"norm": norm, "eps": eps, "num_requested": len(y), **summarize(units, which)}
         entry["settings"].append(setting)
         j, r = setting["jaxjac"], setting["reference"]
         print(
