@@ -2,7 +2,9 @@
 # Re-runs the LeNet' experiments one job at a time (2-core CPU), in priority order:
 #   1. Table 1 (five models);
 #   2. the worst case (standard suite, 100 iterations, Square 5000 queries, 1000 test
-#      images) of the Table-1 `none` and `jr` models;
+#      images) of the Table-1 `none` and `jr` models, in chunks of 100 images in a random
+#      order, each image's outcome cached (an interrupted stage resumes; about half an
+#      hour of one core per chunk on a 2-core CPU);
 #   3. amortized JR (jr_frac2/4, jr_every2/4/8) against full JR, 3 seeds, Table-1 budget,
 #      with APGD-CE (100 steps) on 200 test images per run;
 #   4. the worst case of the adversarially trained models (at, jr_at);
