@@ -129,8 +129,9 @@ def worst_case(rec: dict) -> str:
     "sanity",
   ]
   head = (
-    f"Robust accuracy (%) on a random subset of {rec['num_worst']} test images (the first "
-    f"`images` of it where the evaluation is not finished), standard suite, "
+    f"Robust accuracy (%) on a random subset of {rec['num_worst']} test images evaluated in "
+    f"a random order (`images`: those done so far, the first in that order, a uniform "
+    f"sample), standard suite, "
     f"{rec['steps']} iterations, Square {rec['queries']} queries."
   )
   return "\n".join([head, "", *_table(header, rows), "", _where(rec)])
