@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import importlib.util
 import json
 import math
@@ -292,7 +293,7 @@ def evaluate_worst(apply_fn, params, x, y, worst_eps, *, key, steps: int, querie
 
 def evaluate_worst_chunked(
   apply_fn, params, images, labels, order, worst_eps, *, key, steps: int, queries: int,
-  chunk: int, cache_dir: str, max_chunks: int | None = None,
+  chunk: int, cache_dir: str, max_chunks: int | None = None, model_id: str = "",
 ) -> dict:  # fmt: skip
   """:func:`evaluate_worst` of the images ``order`` (indices into `images`), in chunks
   of `chunk` images, with every image's outcome cached; resumable.
@@ -301,7 +302,8 @@ def evaluate_worst_chunked(
   is evaluated with the key ``fold_in(key, k)`` (``k``: the chunk's number in
   `cache_dir`) and written to ``cache_dir/chunk_KKKK.json`` with its settings, the
   image indices, the per-example masks (clean, broken per attack, robust per norm)
-  and the sanity report. Chunks made with other settings are ignored. An
+  and the sanity report. Chunks made with other settings or another `model_id`
+  (e.g. :func:`params_fingerprint`; a retrained model is another model) are ignored. An
   interrupted evaluation loses at most one chunk, and a different `chunk` or
   `order` reuses every cached image. `max_chunks` caps the new chunks of this
   call (``None``: all; ``0``: report what is cached).
@@ -315,7 +317,7 @@ def evaluate_worst_chunked(
   "num_chunks"}, "eval_seconds"}``.
   """
   order = np.asarray(order)
-  settings = {"steps": steps, "queries": queries, "worst_eps": dict(worst_eps)}
+  settings = {"steps": steps, "queries": queries, "worst_eps": dict(worst_eps), "model": model_id}
   chunks = []
   for name in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else ():
     rec = read_json(os.path.join(cache_dir, name)) if name.endswith(".json") else None
@@ -349,6 +351,16 @@ def evaluate_worst_chunked(
     cached.update(todo)
     number, new = number + 1, new + 1
   return merge_worst_chunks(chunks, order, worst_eps)
+
+
+def params_fingerprint(params) -> str:
+  """SHA-256 (hex, 16 digits) of a parameter tree's leaves: their bytes, dtypes and shapes."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(params):
+    a = np.asarray(leaf)
+    digest.update(f"{a.dtype}{a.shape}".encode())
+    digest.update(np.ascontiguousarray(a).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def merge_worst_chunks(chunks: list[dict], order, worst_eps: dict[str, float]) -> dict:

@@ -262,6 +262,7 @@ def _worst_model(args, name: str, dataset, *, seed: int = 0) -> dict:
     key=jax.random.fold_in(jax.random.key(2019), 2), **strength, chunk=args.chunk,
     cache_dir=os.path.join(args.workdir, "hoffman_worst", run),
     max_chunks=None if args.max_chunks < 0 else args.max_chunks,
+    model_id=common.params_fingerprint(state.params),
   )  # fmt: skip
   return {
     "model": name,

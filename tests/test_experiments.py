@@ -368,6 +368,14 @@ def test_worst_case_chunks_resume_and_merge_exactly(common, tmp_path, monkeypatc
   assert run(order, eps, queries=5, chunk=20) == whole and len(calls) == 4  # all cached
   run(order, eps, queries=6, chunk=20, max_chunks=1)  # another budget: evaluated again
   assert calls[4:] == [20] and sorted(os.listdir(tmp_path))[-1] == "chunk_0004.json"
+  run(order, eps, queries=5, chunk=20, max_chunks=1, model_id="retrained")  # another model
+  assert calls[5:] == [20]
+  params = {"w": np.ones((2, 3), np.float32)}
+  moved = {"w": np.ones((2, 3), np.float32) * (1 + 1e-7)}
+  assert common.params_fingerprint(params) == common.params_fingerprint(
+    {"w": np.ones((2, 3), np.float32)}
+  )
+  assert common.params_fingerprint(params) != common.params_fingerprint(moved)
 
 
 @pytest.mark.slow  # two tiny trainings and the standard suite at 3 iterations
