@@ -282,12 +282,15 @@ def worst_specs(worst_eps: dict[str, float], *, steps: int, queries: int):
   )
 
 
-def evaluate_worst(apply_fn, params, x, y, worst_eps, *, key, steps: int, queries: int) -> dict:
-  """``jaxjac.evaluate(..., suite="standard")`` at ``worst_eps``, with the sanity report."""
+def evaluate_worst(
+  apply_fn, params, x, y, worst_eps, *, key, steps: int, queries: int, per_example: bool = False
+) -> dict:
+  """``jaxjac.evaluate(..., suite="standard")`` at ``worst_eps``, with the sanity report
+  (and the per-example masks when `per_example`)."""
   return jaxjac.evaluate(
     apply_fn, params, x, y, key=key, suite="standard",
     attacks=worst_specs(worst_eps, steps=steps, queries=queries), noise_stds=(),
-    batch_size=min(len(y), 250), progress=False,
+    batch_size=min(len(y), 250), progress=False, return_per_example=per_example,
   )  # fmt: skip
 
 
@@ -332,10 +335,9 @@ def evaluate_worst_chunked(
     if not todo:
       break
     t0 = time.perf_counter()
-    report = jaxjac.evaluate(
-      apply_fn, params, images[todo], labels[todo], key=jax.random.fold_in(key, number),
-      suite="standard", attacks=worst_specs(worst_eps, steps=steps, queries=queries),
-      noise_stds=(), batch_size=len(todo), progress=False, return_per_example=True,
+    report = evaluate_worst(
+      apply_fn, params, images[todo], labels[todo], worst_eps,
+      key=jax.random.fold_in(key, number), steps=steps, queries=queries, per_example=True,
     )  # fmt: skip
     rec = {
       **settings,

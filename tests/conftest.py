@@ -29,13 +29,18 @@ SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
-def load_experiment(name: str):
-  """Imports ``experiments/<name>.py`` (not a package) as a fresh module."""
-  path = os.path.join(REPO_ROOT, "experiments", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"_exp_{name}", path)
+def load_script(path: str, name: str):
+  """Imports the script at `path` (relative to the repository; not a package) as a
+  fresh module called `name`."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def load_experiment(name: str):
+  """Imports ``experiments/<name>.py`` as a fresh module."""
+  return load_script(os.path.join("experiments", f"{name}.py"), f"_exp_{name}")
 
 
 # Timing fields of the metrics records: the only ones two equal runs may differ in.

@@ -10,7 +10,6 @@ processes of ``bench_jr.py`` with PyTorch) is marked slow.
 """
 
 import importlib.metadata
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED_MNIST
+from conftest import REPO_ROOT, SHARED_MNIST, load_script
 
 import jaxjac
 from jaxjac import models
@@ -29,14 +28,7 @@ from jaxjac import models
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "accelerator.py")
 
 
-def _load():
-  spec = importlib.util.spec_from_file_location("_accelerator", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-acc = _load()
+acc = load_script(os.path.join("benchmarks", "accelerator.py"), "_accelerator")
 
 
 @pytest.fixture(scope="module")

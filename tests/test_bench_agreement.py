@@ -1,24 +1,13 @@
 """The agreement benchmark's bookkeeping: the cascade it runs the reference as, and
 its summary (never torch or torchattacks here; the benchmark itself needs both)."""
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import load_script
 
-SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "bench_agreement.py")
-
-
-def _load():
-  spec = importlib.util.spec_from_file_location("_bench_agreement", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-agr = _load()
+agr = load_script(os.path.join("benchmarks", "bench_agreement.py"), "_bench_agreement")
 
 
 def test_cascade_attacks_only_the_still_robust_and_counts_only_points_in_the_ball():
@@ -96,6 +85,9 @@ def test_summary_merges_units_and_decides_never_weaker_at_half_a_point():
       "reference": _side(np.ones(200, bool), ~b, np.zeros(200, bool)),
     }
     assert agr.summarize([unit], which)["never_weaker"] is ok
-  assert "| never weaker |" in agr.markdown(
-    {"models": {"plain": {"settings": [{"norm": "linf", "eps": 0.1, **s}]}}}
+  table = agr.markdown(
+    {"models": {"plain": {"settings": [{"norm": "linf", "eps": 0.1, "num_requested": 10, **s}]}}}
   )
+  row = table.splitlines()[-1]
+  assert row.startswith("| plain | linf | 0.1 | 6 of 10 | **0.667** (0.667 / 0.667) |")
+  assert "| 3 / 1 / 0 / 2 | NO (+16.7) |" in row
