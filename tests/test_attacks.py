@@ -2,6 +2,7 @@
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import tol
 
 from jaxjac import attacks
 from jaxjac._src.attacks import api as attacks_api
+from jaxjac._src.attacks import core as attacks_core
 
 INF_BOX = (-math.inf, math.inf)
 
@@ -511,3 +513,50 @@ def test_public_docstring_examples_run():
       result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, module.__name__
     assert result.failed == 0, module.__name__
+
+
+class _TinyConvNet(nn.Module):
+  """A convolution, a max-pool and a dense layer: the case the host loop is for."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return nn.Dense(5)(x.reshape((x.shape[0], -1)))
+
+
+_TINY = _TinyConvNet()
+
+
+@pytest.mark.parametrize(
+  "attack,kwargs",
+  [
+    ("pgd", dict(norm="linf", eps=0.1, steps=7, restarts=2)),
+    ("apgd", dict(norm="l2", eps=1.0, steps=12, restarts=2)),
+    ("apgd", dict(norm="linf", eps=0.1, steps=9, loss="dlr")),
+    ("apgd_targeted", dict(norm="linf", eps=0.1, steps=6, num_targets=3)),
+    ("fab", dict(norm="l2", eps=1.0, steps=6, num_targets=2, restarts=2)),
+  ],
+)
+def test_host_loop_equals_the_compiled_loop(attack, kwargs):
+  # On CPU with concrete arrays the iterations run from Python (one compiled iteration per
+  # call: XLA:CPU compiles a convolution's input gradient inside a while loop ~5x slower);
+  # under jax.jit they are one compiled loop. Both must be the same attack.
+  x = jax.random.uniform(jax.random.key(0), (6, 8, 8, 1))
+  params = _TINY.init(jax.random.key(1), x)
+  y = jnp.argmax(_TINY.apply(params, x), axis=-1)
+  fn = getattr(attacks, attack)
+  run = lambda p, xs, ys: fn(_TINY.apply, p, xs, ys, key=jax.random.key(2), **kwargs)
+  assert attacks_core.on_host_cpu(params, x, y)
+  seen = []
+  real = attacks_core.on_host_cpu
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(attacks_core, "on_host_cpu", lambda *t: seen.append(real(*t)) or real(*t))
+    on_host = run(params, x, y)
+    assert seen and all(seen)
+    seen.clear()
+    compiled = jax.jit(run)(params, x, y)
+    assert seen and not any(seen)  # traced: the compiled loop
+  np.testing.assert_allclose(on_host, compiled, atol=1e-6, rtol=0)
+  moved = jnp.any((on_host != x).reshape(len(x), -1), axis=1)
+  assert bool(jnp.any(moved))  # the attack did something to compare

@@ -134,19 +134,31 @@ def _fgsm_run(prob: Problem, x, eps, step_size, key) -> Best:
   return Best(x_adv, losses, succeeded)
 
 
-def _pgd_run(prob: Problem, x, eps, step_size, key) -> Best:
-  cfg, rules = prob.cfg, prob.rules
-  x0 = prob.project(x + rules.uniform(key, x, eps)) if cfg.random_start else x
+def _pgd_start(prob: Problem, x, eps, key):
+  x0 = prob.project(x + prob.rules.uniform(key, x, eps)) if prob.cfg.random_start else x
+  return x0, init_best(x)
 
-  def body(_, carry):
-    xa, best = carry
-    losses, succeeded, g = prob.value_and_grad(xa)
-    best = improve(best, xa, losses, succeeded, cfg.select)
-    return prob.project(xa + step_size * rules.ascent(g)), best
 
-  xa, best = lax.fori_loop(0, cfg.steps, body, (x0, init_best(x)))
+def _pgd_step(prob: Problem, x, eps, step_size, carry, i):
+  del x, eps, i
+  xa, best = carry
+  losses, succeeded, g = prob.value_and_grad(xa)
+  best = improve(best, xa, losses, succeeded, prob.cfg.select)
+  return prob.project(xa + step_size * prob.rules.ascent(g)), best
+
+
+def _pgd_finish(prob: Problem, carry) -> Best:
+  xa, best = carry
   losses, succeeded = prob.value(xa)
-  return improve(best, xa, losses, succeeded, cfg.select)
+  return improve(best, xa, losses, succeeded, prob.cfg.select)
+
+
+def _pgd_run(prob: Problem, x, eps, step_size, key) -> Best:
+  def body(i, carry):
+    return _pgd_step(prob, x, eps, step_size, carry, i)
+
+  carry = lax.fori_loop(0, prob.cfg.steps, body, _pgd_start(prob, x, eps, key))
+  return _pgd_finish(prob, carry)
 
 
 class _APGDState(NamedTuple):
@@ -189,17 +201,21 @@ def _apgd_scan(prob: Problem, x, eps, key, *, trace: bool):
   same in both. The tests match this function to a float64 NumPy port of the
   reference with this one change, to ~1e-12.
   """
-  cfg, rules = prob.cfg, prob.rules
-  n = cfg.steps
-  first_interval = max(int(0.22 * n), 1)
-  min_interval = max(int(0.06 * n), 1)
-  decrement = max(int(0.03 * n), 1)
-  rho, alpha = 0.75, 0.75
-  b = x.shape[0]
+  final, ys = lax.scan(
+    lambda s, i: _apgd_step(prob, x, eps, s, i, trace=trace),
+    _apgd_start(prob, x, eps, key),
+    jnp.arange(prob.cfg.steps),
+  )
+  return final, ys
 
+
+def _apgd_start(prob: Problem, x, eps, key) -> _APGDState:
+  """The state before APGD's first iteration: the random start and its gradient."""
+  cfg, rules = prob.cfg, prob.rules
+  b = x.shape[0]
   x0 = prob.project(x + rules.boundary(key, x, eps)) if cfg.random_start else x
   loss0, success0, g0 = prob.value_and_grad(x0)
-  state = _APGDState(
+  return _APGDState(
     x=x0,
     x_old=x0,
     g=g0,
@@ -210,52 +226,57 @@ def _apgd_scan(prob: Problem, x, eps, key, *, trace: bool):
     loss_prev=loss0,
     num_increase=jnp.zeros((b,), jnp.int32),
     since_check=jnp.zeros((), jnp.int32),
-    interval=jnp.asarray(first_interval, jnp.int32),
+    interval=jnp.asarray(max(int(0.22 * cfg.steps), 1), jnp.int32),
     loss_max_at_check=loss0,
     reduced_at_check=jnp.ones((b,), bool),
     best=improve(init_best(x), x0, loss0, success0, cfg.select),
   )
 
-  def body(s: _APGDState, i):
-    a = jnp.where(i > 0, alpha, 1.0).astype(x.dtype)
-    z = prob.project(s.x + per_example(s.step, x) * rules.ascent(s.g))
-    x_new = prob.project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_old))
-    losses, succeeded, g = prob.value_and_grad(x_new)
-    best = improve(s.best, x_new, losses, succeeded, cfg.select)
 
-    improved = losses > s.loss_max
-    x_max = jnp.where(per_example(improved, x), x_new, s.x_max)
-    g_max = jnp.where(per_example(improved, x), g, s.g_max)
-    loss_max = jnp.where(improved, losses, s.loss_max)
-    num_increase = s.num_increase + (losses > s.loss_prev).astype(jnp.int32)
-    since_check = s.since_check + 1
+def _apgd_step(prob: Problem, x, eps, s: _APGDState, i, *, trace: bool = False):
+  """APGD's iteration ``i`` (0-based): the new state and, with ``trace``, its record."""
+  del eps
+  cfg, rules = prob.cfg, prob.rules
+  n = cfg.steps
+  min_interval = max(int(0.06 * n), 1)
+  decrement = max(int(0.03 * n), 1)
+  rho, alpha = 0.75, 0.75
+  a = jnp.where(i > 0, alpha, 1.0).astype(x.dtype)
+  z = prob.project(s.x + per_example(s.step, x) * rules.ascent(s.g))
+  x_new = prob.project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_old))
+  losses, succeeded, g = prob.value_and_grad(x_new)
+  best = improve(s.best, x_new, losses, succeeded, cfg.select)
 
-    check = since_check == s.interval
-    oscillating = num_increase.astype(x.dtype) <= rho * s.interval.astype(x.dtype)
-    stalled = ~s.reduced_at_check & (s.loss_max_at_check >= loss_max)
-    halve = oscillating | stalled
-    reduce = check & halve
-    reduce_x = per_example(reduce, x)
-    new = _APGDState(
-      x=jnp.where(reduce_x, x_max, x_new),
-      x_old=s.x,
-      g=jnp.where(reduce_x, g_max, g),
-      step=jnp.where(reduce, s.step / 2, s.step),
-      x_max=x_max,
-      g_max=g_max,
-      loss_max=loss_max,
-      loss_prev=losses,
-      num_increase=jnp.where(check, 0, num_increase),
-      since_check=jnp.where(check, 0, since_check),
-      interval=jnp.where(check, jnp.maximum(s.interval - decrement, min_interval), s.interval),
-      loss_max_at_check=jnp.where(check, loss_max, s.loss_max_at_check),
-      reduced_at_check=jnp.where(check, halve, s.reduced_at_check),
-      best=best,
-    )
-    return new, ((x_new, losses, s.step) if trace else None)
+  improved = losses > s.loss_max
+  x_max = jnp.where(per_example(improved, x), x_new, s.x_max)
+  g_max = jnp.where(per_example(improved, x), g, s.g_max)
+  loss_max = jnp.where(improved, losses, s.loss_max)
+  num_increase = s.num_increase + (losses > s.loss_prev).astype(jnp.int32)
+  since_check = s.since_check + 1
 
-  final, ys = lax.scan(body, state, jnp.arange(n))
-  return final, ys
+  check = since_check == s.interval
+  oscillating = num_increase.astype(x.dtype) <= rho * s.interval.astype(x.dtype)
+  stalled = ~s.reduced_at_check & (s.loss_max_at_check >= loss_max)
+  halve = oscillating | stalled
+  reduce = check & halve
+  reduce_x = per_example(reduce, x)
+  new = _APGDState(
+    x=jnp.where(reduce_x, x_max, x_new),
+    x_old=s.x,
+    g=jnp.where(reduce_x, g_max, g),
+    step=jnp.where(reduce, s.step / 2, s.step),
+    x_max=x_max,
+    g_max=g_max,
+    loss_max=loss_max,
+    loss_prev=losses,
+    num_increase=jnp.where(check, 0, num_increase),
+    since_check=jnp.where(check, 0, since_check),
+    interval=jnp.where(check, jnp.maximum(s.interval - decrement, min_interval), s.interval),
+    loss_max_at_check=jnp.where(check, loss_max, s.loss_max_at_check),
+    reduced_at_check=jnp.where(check, halve, s.reduced_at_check),
+    best=best,
+  )
+  return new, ((x_new, losses, s.step) if trace else None)
 
 
 def _apgd_run(prob: Problem, x, eps, step_size, key) -> Best:
@@ -274,9 +295,15 @@ def _invalid(x, y, target, eps, num_classes: int) -> jax.Array:
   return bad | ~(eps >= 0)
 
 
+def _output(apply_fn, config: AttackConfig, params, x, y, target, eps, best_x):
+  num_classes = jax.eval_shape(apply_fn, params, x).shape[-1]
+  bad = per_example(_invalid(x, y, target, eps, num_classes), x)
+  return lax.stop_gradient(jnp.where(bad, jnp.nan, best_x))
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "config"))
-def attack(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, key):
-  """The whole attack, restarts included: one jitted function per config."""
+def _attack_compiled(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, key):
+  """The whole attack, restarts included, as one compiled function."""
   prob = make_problem(apply_fn, config, params, x, y, target, eps)
   run = functools.partial(_RUNS[config.method], prob, x, eps, step_size)
   if config.restarts == 1:
@@ -289,9 +316,81 @@ def attack(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size,
 
     # From the empty candidate, restart 0 is always taken; the run is traced once.
     best = lax.fori_loop(0, config.restarts, restart, init_best(x))
-  num_classes = jax.eval_shape(apply_fn, params, x).shape[-1]
-  bad = per_example(_invalid(x, y, target, eps, num_classes), x)
-  return lax.stop_gradient(jnp.where(bad, jnp.nan, best.x))
+  return _output(apply_fn, config, params, x, y, target, eps, best.x)
+
+
+# ----------------------------------------------------------------------------
+# The same attack iterated on the host, one compiled iteration at a time.
+
+_START = {"pgd": _pgd_start, "apgd": _apgd_start}
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "config"))
+def _host_start(apply_fn, config: AttackConfig, params, x, y, target, eps, key):
+  prob = make_problem(apply_fn, config, params, x, y, target, eps)
+  return _START[config.method](prob, x, eps, key)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "config"))
+def _host_step(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, state, i):
+  prob = make_problem(apply_fn, config, params, x, y, target, eps)
+  if config.method == "pgd":
+    return _pgd_step(prob, x, eps, step_size, state, i)
+  return _apgd_step(prob, x, eps, state, i)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "config"))
+def _host_finish(apply_fn, config: AttackConfig, params, x, y, target, eps, state) -> Best:
+  prob = make_problem(apply_fn, config, params, x, y, target, eps)
+  return _pgd_finish(prob, state) if config.method == "pgd" else state.best
+
+
+@functools.partial(jax.jit, static_argnames=("select",))
+def _host_improve(best: Best, new: Best, select: str) -> Best:
+  return improve(best, new.x, new.loss, new.success, select)
+
+
+_host_output = jax.jit(_output, static_argnames=("apply_fn", "config"))
+
+
+def _attack_on_host(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, key):
+  """:func:`_attack_compiled` with its loops in Python: the same iterations, in order."""
+  best = init_best(x)
+  for r in range(config.restarts):
+    state = _host_start(apply_fn, config, params, x, y, target, eps, jax.random.fold_in(key, r))
+    for i in range(config.steps):
+      state = _host_step(apply_fn, config, params, x, y, target, eps, step_size, state, i)
+    new = _host_finish(apply_fn, config, params, x, y, target, eps, state)
+    best = new if config.restarts == 1 else _host_improve(best, new, config.select)
+  return _host_output(apply_fn, config, params, x, y, target, eps, best.x)
+
+
+def on_host_cpu(*trees: Any) -> bool:
+  """Whether every array in ``trees`` is concrete (not traced) and lives on CPU.
+
+  XLA:CPU compiles a convolution's input gradient inside a ``while`` loop to a
+  generic loop nest instead of its fast convolution kernel (the kernel's
+  transposed layout is not canonicalized there), about 5x slower than the same
+  gradient compiled on its own (``benchmarks/bench_attacks.py --sections
+  loop``). Iterative attacks called with concrete CPU arrays therefore run their
+  iterations from Python, one compiled iteration per call (a dispatch of well
+  under a millisecond against tens of milliseconds of work); under ``jax.jit``
+  and on accelerators they stay one compiled loop.
+  """
+  for leaf in jax.tree.leaves(trees):
+    if isinstance(leaf, jax.core.Tracer):
+      return False
+    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
+      return False
+  return True
+
+
+def attack(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, key):
+  """The whole attack, restarts included: one compiled function per config, or (for PGD
+  and APGD on concrete CPU arrays, see :func:`on_host_cpu`) one compiled iteration."""
+  if config.method != "fgsm" and on_host_cpu(params, x, y, target, eps, step_size, key):
+    return _attack_on_host(apply_fn, config, params, x, y, target, eps, step_size, key)
+  return _attack_compiled(apply_fn, config, params, x, y, target, eps, step_size, key)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "config"))

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxjac._src import checks
-from jaxjac._src.attacks import validation
+from jaxjac._src.attacks import core, validation
 from jaxjac._src.attacks.norms import NORMS
 
 ALPHA_MAX = 0.1
@@ -186,64 +186,102 @@ def _random_start(key, x0, eps, norm, bounds):
   return jnp.clip(x0 + t * scale.reshape((-1,) + (1,) * (x0.ndim - 1)), *bounds)
 
 
+def _diff(apply_fn, params, xa, y, t):
+  """``z_t - z_y`` per example."""
+  z = apply_fn(params, xa)
+  zt = jnp.take_along_axis(z, t[:, None], axis=-1)[:, 0]
+  zy = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
+  return zt - zy
+
+
+def _setup(apply_fn, params, x, y, num_targets):
+  """``(clean_ok (B,), targets (num_targets, B))``."""
+  logits0 = apply_fn(params, x)
+  return jnp.argmax(logits0, axis=-1) == y, _targets(logits0, y, num_targets)
+
+
+def _run_start(x, eps, key, j, *, restarts, norm, bounds):
+  """Run ``j``'s first iterate: ``x`` for the first run of a target, else a random start."""
+  start = _random_start(jax.random.fold_in(key, j), x, eps, norm, bounds)
+  return jnp.where(j % restarts > 0, start, x)
+
+
+def _step(apply_fn, params, x, y, t, carry, *, norm, bounds):
+  """One FAB iteration towards target ``t``: ``(x1, best_x, best_n)`` updated."""
+  x1, best_x, best_n = carry
+  batch = x.shape[0]
+  bshape = (batch,) + (1,) * (x.ndim - 1)
+  x0f = x.reshape(batch, -1)
+  df, vjp = jax.vjp(lambda xa: _diff(apply_fn, params, xa, y, t), x1)
+  (dg,) = vjp(jnp.ones_like(df))
+  w = dg.reshape(batch, -1)
+  x1f = x1.reshape(batch, -1)
+  c0 = df + jnp.sum(w * (x0f - x1f), axis=1)  # linearized f at x0
+  d = project_hyperplane_box(
+    jnp.concatenate([x1f, x0f]),
+    jnp.concatenate([w, w]),
+    jnp.concatenate([df, c0]),
+    norm=norm,
+    bounds=bounds,
+  )
+  a = jnp.maximum(_norm(d, norm), 1e-8)
+  a1, a2 = a[:batch], a[batch:]
+  alpha = jnp.clip(a1 / (a1 + a2), 0.0, ALPHA_MAX).reshape(bshape)
+  d1 = d[:batch].reshape(x.shape)
+  d2 = d[batch:].reshape(x.shape)
+  x1 = jnp.clip((x1 + ETA * d1) * (1 - alpha) + (x + ETA * d2) * alpha, *bounds)
+  adv = jnp.argmax(apply_fn(params, x1), axis=-1) != y
+  n1 = _norm(x1 - x, norm)
+  better = adv & (n1 < best_n)
+  best_x = jnp.where(better.reshape(bshape), x1, best_x)
+  best_n = jnp.where(better, n1, best_n)
+  x1 = jnp.where(adv.reshape(bshape), x + (x1 - x) * BETA, x1)
+  return x1, best_x, best_n
+
+
+def _output(x, eps, clean_ok, best_x, best_n):
+  found = clean_ok & (best_n <= eps)
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  return lax.stop_gradient(jnp.where(found.reshape(bshape), best_x, x))
+
+
 @functools.partial(
   jax.jit, static_argnames=("apply_fn", "norm", "steps", "restarts", "num_targets", "bounds")
 )
 def _fab(apply_fn, params, x, y, eps, key, *, norm, steps, restarts, num_targets, bounds):
-  batch = x.shape[0]
-  bshape = (batch,) + (1,) * (x.ndim - 1)
-  logits0 = apply_fn(params, x)
-  clean_ok = jnp.argmax(logits0, axis=-1) == y
-  all_targets = _targets(logits0, y, num_targets)
-  x0f = x.reshape(batch, -1)
-
-  def diff(xa, t):
-    z = apply_fn(params, xa)
-    zt = jnp.take_along_axis(z, t[:, None], axis=-1)[:, 0]
-    zy = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
-    return zt - zy
+  clean_ok, all_targets = _setup(apply_fn, params, x, y, num_targets)
+  step = functools.partial(_step, apply_fn, params, x, y, norm=norm, bounds=bounds)
 
   def one_run(j, best):
-    best_x, best_n = best
     t = all_targets[j // restarts]
-    start = _random_start(jax.random.fold_in(key, j), x, eps, norm, bounds)
-    x1 = jnp.where(j % restarts > 0, start, x)
-
-    def step(_, carry):
-      x1, best_x, best_n = carry
-      df, vjp = jax.vjp(lambda xa: diff(xa, t), x1)
-      (dg,) = vjp(jnp.ones_like(df))
-      w = dg.reshape(batch, -1)
-      x1f = x1.reshape(batch, -1)
-      c0 = df + jnp.sum(w * (x0f - x1f), axis=1)  # linearized f at x0
-      d = project_hyperplane_box(
-        jnp.concatenate([x1f, x0f]),
-        jnp.concatenate([w, w]),
-        jnp.concatenate([df, c0]),
-        norm=norm,
-        bounds=bounds,
-      )
-      a = jnp.maximum(_norm(d, norm), 1e-8)
-      a1, a2 = a[:batch], a[batch:]
-      alpha = jnp.clip(a1 / (a1 + a2), 0.0, ALPHA_MAX).reshape(bshape)
-      d1 = d[:batch].reshape(x.shape)
-      d2 = d[batch:].reshape(x.shape)
-      x1 = jnp.clip((x1 + ETA * d1) * (1 - alpha) + (x + ETA * d2) * alpha, *bounds)
-      adv = jnp.argmax(apply_fn(params, x1), axis=-1) != y
-      n1 = _norm(x1 - x, norm)
-      better = adv & (n1 < best_n)
-      best_x = jnp.where(better.reshape(bshape), x1, best_x)
-      best_n = jnp.where(better, n1, best_n)
-      x1 = jnp.where(adv.reshape(bshape), x + (x1 - x) * BETA, x1)
-      return x1, best_x, best_n
-
-    _, best_x, best_n = lax.fori_loop(0, steps, step, (x1, best_x, best_n))
+    x1 = _run_start(x, eps, key, j, restarts=restarts, norm=norm, bounds=bounds)
+    _, best_x, best_n = lax.fori_loop(0, steps, lambda _, c: step(t, c), (x1, *best))
     return best_x, best_n
 
-  best = (x, jnp.full((batch,), jnp.inf, x.dtype))
+  best = (x, jnp.full((x.shape[0],), jnp.inf, x.dtype))
   best_x, best_n = lax.fori_loop(0, num_targets * restarts, one_run, best)
-  found = clean_ok & (best_n <= eps)
-  return lax.stop_gradient(jnp.where(found.reshape(bshape), best_x, x))
+  return _output(x, eps, clean_ok, best_x, best_n)
+
+
+_host_setup = jax.jit(_setup, static_argnames=("apply_fn", "num_targets"))
+_host_run_start = jax.jit(_run_start, static_argnames=("restarts", "norm", "bounds"))
+_host_step = jax.jit(_step, static_argnames=("apply_fn", "norm", "bounds"))
+_host_output = jax.jit(_output)
+
+
+def _fab_on_host(apply_fn, params, x, y, eps, key, *, norm, steps, restarts, num_targets, bounds):
+  """:func:`_fab` with its loops in Python (see ``core.on_host_cpu``): the same iterations."""
+  clean_ok, all_targets = _host_setup(apply_fn, params, x, y, num_targets)
+  best_x, best_n = x, jnp.full((x.shape[0],), jnp.inf, x.dtype)
+  for j in range(num_targets * restarts):
+    x1 = _host_run_start(x, eps, key, j, restarts=restarts, norm=norm, bounds=bounds)
+    carry = (x1, best_x, best_n)
+    for _ in range(steps):
+      carry = _host_step(
+        apply_fn, params, x, y, all_targets[j // restarts], carry, norm=norm, bounds=bounds
+      )
+    _, best_x, best_n = carry
+  return _host_output(x, eps, clean_ok, best_x, best_n)
 
 
 def fab(
@@ -318,7 +356,8 @@ def fab(
       f"`num_targets` must be at most C - 1 = {num_classes - 1} for {num_classes} classes, "
       f"got {num_targets}."
     )
-  return _fab(
+  run = _fab_on_host if core.on_host_cpu(params, x, y, key) else _fab
+  return run(
     apply_fn,
     params,
     x,
