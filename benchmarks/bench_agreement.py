@@ -94,6 +94,9 @@ def _parse(argv=None):
   p.add_argument("--out", default="")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--torch_device", default="", help="torchattacks' device (cuda when there)")
+  p.add_argument(
+    "--torch_threads", type=int, default=0, help="torch's CPU threads (0: torch's default)"
+  )
   args = p.parse_args(argv)
   args.cache_dir = args.cache_dir or os.path.join(REPO, "runs", "agreement")
   args.weights_dir = args.weights_dir or os.path.join(args.cache_dir, "weights")
@@ -349,6 +352,8 @@ def main(argv=None) -> dict:
   except ImportError as e:
     raise SystemExit("needs torchattacks: pip install --no-deps torchattacks") from e
   torch.manual_seed(args.seed)
+  if args.torch_threads > 0:
+    torch.set_num_threads(args.torch_threads)
   args.torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
   ds = data.load_idx_dir(args.data_dir) if args.data_dir else data.load_mnist()
   x = np.asarray(ds.test_images[: args.num_images], np.float32)
@@ -371,6 +376,7 @@ def main(argv=None) -> dict:
       "torch_device": args.torch_device,
       "torchattacks": torchattacks.__version__,
       "cpu_count": os.cpu_count(),
+      "torch_threads": torch.get_num_threads(),
     },
     "models": {},
   }
