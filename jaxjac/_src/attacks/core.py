@@ -1,5 +1,8 @@
 """The jitted core of every attack: one compiled function per static configuration.
 
+On CPU with concrete arrays PGD and APGD run the same iterations from Python,
+one compiled iteration per call (see :func:`on_host_cpu`).
+
 **Which point is returned.** Every evaluated iterate (and every restart) is a
 candidate. With ``select="success"`` an example keeps the first candidate that
 succeeds (misclassified; with a ``target``: classified as the target), else
