@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxjac._src.attacks import losses as losses_lib
@@ -380,12 +381,15 @@ def on_host_cpu(*trees: Any) -> bool:
   call (a dispatch of well under a millisecond against tens of milliseconds of
   work); under ``jax.jit`` and on accelerators they stay one compiled loop.
   """
+  platforms: set[str] = set()
   for leaf in jax.tree.leaves(trees):
     if isinstance(leaf, jax.core.Tracer):
       return False
-    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
-      return False
-  return True
+    if isinstance(leaf, jax.Array):
+      platforms.update(d.platform for d in leaf.devices())
+    elif isinstance(leaf, np.ndarray):  # goes to the default device
+      platforms.add(jax.default_backend())
+  return platforms <= {"cpu"}
 
 
 def attack(apply_fn, config: AttackConfig, params, x, y, target, eps, step_size, key):
