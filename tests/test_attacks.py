@@ -560,3 +560,13 @@ def test_host_loop_equals_the_compiled_loop(attack, kwargs):
   np.testing.assert_allclose(on_host, compiled, atol=1e-6, rtol=0)
   moved = jnp.any((on_host != x).reshape(len(x), -1), axis=1)
   assert bool(jnp.any(moved))  # the attack did something to compare
+
+
+def test_on_host_cpu_decides_by_placement(monkeypatch):
+  assert attacks_core.on_host_cpu(np.zeros(3), jnp.zeros(2), None, 0.1, jax.random.key(0))
+  seen = []
+  jax.jit(lambda a: seen.append(attacks_core.on_host_cpu(a)) or a)(jnp.zeros(2))
+  assert seen == [False]  # traced
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert not attacks_core.on_host_cpu(np.zeros(3))  # NumPy goes to the default device
+  assert attacks_core.on_host_cpu(jnp.zeros(2))  # committed to CPU
