@@ -275,11 +275,10 @@ def _fab_on_host(apply_fn, params, x, y, eps, key, *, norm, steps, restarts, num
   best_x, best_n = x, jnp.full((x.shape[0],), jnp.inf, x.dtype)
   for j in range(num_targets * restarts):
     x1 = _host_run_start(x, eps, key, j, restarts=restarts, norm=norm, bounds=bounds)
+    t = all_targets[j // restarts]  # once per run, not per step
     carry = (x1, best_x, best_n)
     for _ in range(steps):
-      carry = _host_step(
-        apply_fn, params, x, y, all_targets[j // restarts], carry, norm=norm, bounds=bounds
-      )
+      carry = _host_step(apply_fn, params, x, y, t, carry, norm=norm, bounds=bounds)
     _, best_x, best_n = carry
   return _host_output(x, eps, clean_ok, best_x, best_n)
 
