@@ -591,7 +591,21 @@ def amortized(args) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
+def train(args) -> dict:
+  """Trains (or resumes) ``--models`` for seeds ``0 .. --seeds - 1``, nothing else: the
+  runs the other subcommands then restore. Meant for one process per core."""
+  dataset = common.load_data(args)
+  done = {}
+  for seed in range(args.seeds):
+    for name in args.models or ():
+      _, _, summary, seconds, workdir = _model(args, name, dataset, seed=seed)
+      done[os.path.basename(workdir)] = {"step": summary["step"], "train_seconds": seconds}
+      print(f"{name} seed {seed}: step {summary['step']} ({seconds:.0f} s)", flush=True)
+  return done
+
+
 SUBCOMMANDS = {
+  "train": train,
   "table1": table1,
   "estimators": estimators,
   "worst_case": worst_case,

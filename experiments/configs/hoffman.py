@@ -17,6 +17,12 @@ nothing). Models:
   training of Wong, Rice, Kolter 2020, arXiv:2001.03994, chosen because multi-step PGD
   does not fit the CPU budget), half clean and half adversarial loss; ``jr_at``:
   ``jr`` + ``at``.
+* Figure 3 on the paper's base (L2 ``5e-4`` and dropout ``0.5`` under every model):
+  ``base``, ``base_jr`` (the same as ``all``), ``base_at``, ``base_jr_at`` (AT as in
+  ``at``).
+* Table 1 at a longer budget: ``none_long``, ``l2_long``, ``dropout_long``, ``jr_long``,
+  ``all_long``: SGD with momentum 0.9 at rate 0.01, batch 64, 6 epochs, ten-fold
+  quenches after epochs 4 and 5.
 * Other regularizers on the same budget: ``jr_exact`` (``jr`` with the exact
   ``||J||_F^2``); ``jr_l11`` (Wu and Li 2024, arXiv:2412.12449: ``(lambda / 2)
   ||J||_{1,1}`` from one random row, ``lambda = 0.01``); ``igr`` (input-gradient
@@ -48,6 +54,10 @@ TABLE1 = ("none", "l2", "dropout", "jr", "all")
 ADVERSARIAL = ("at", "jr_at")
 FIGURE3 = TABLE1 + ADVERSARIAL
 EXTRA = ("jr_exact", "jr_l11", "igr", "at_pgd")
+# Figure 3 as the paper sets it: every model on a base of L2 (5e-4) and dropout (0.5).
+FIGURE3_BASE = ("base", "base_jr", "base_at", "base_jr_at")
+# Table 1 at the longer budget (`long_budget`): the paper's SGD with momentum and quenches.
+TABLE1_LONG = tuple(f"{m}_long" for m in TABLE1)
 AMORTIZED = {
   "jr_frac2": {"jr_fraction": 0.5},
   "jr_frac4": {"jr_fraction": 0.25},
@@ -55,7 +65,7 @@ AMORTIZED = {
   "jr_every4": {"jr_every": 4},
   "jr_every8": {"jr_every": 8},
 }
-MODELS = FIGURE3 + EXTRA + tuple(AMORTIZED)
+MODELS = FIGURE3 + EXTRA + tuple(AMORTIZED) + FIGURE3_BASE + TABLE1_LONG
 
 
 def base() -> ml_collections.ConfigDict:
@@ -79,6 +89,19 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def long_budget(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Table 1 at the longer budget: SGD with momentum 0.9 at rate 0.01, batch 64, 6 epochs
+  (5625 steps), ten-fold quenches after epochs 4 and 5."""
+  c.num_steps = 0
+  c.num_epochs = 6
+  c.optimizer.update(name="sgd", learning_rate=0.01, momentum=0.9, nesterov=False)
+  c.optimizer.quench_epochs = (4.0, 5.0)
+  c.optimizer.quench_factor = 0.1
+  c.heldout_every = 469
+  c.checkpoint_every = 469
+  return c
+
+
 def _jr(c: ml_collections.ConfigDict, norm: str = "frobenius", estimator: str = "projection"):
   c.reg.jr_lambda = 0.01
   c.reg.jr_norm = norm
@@ -90,6 +113,12 @@ def apply_model(c: ml_collections.ConfigDict, name: str) -> ml_collections.Confi
   """Sets the regularizers of model `name` (one of :data:`MODELS`) on `c`."""
   if name not in MODELS:
     raise ValueError(f"get_config(arg): the model must be one of {MODELS}, got {name!r}.")
+  if name in TABLE1_LONG:
+    return apply_model(long_budget(c), name[: -len("_long")])
+  if name in FIGURE3_BASE:
+    c.reg.weight_decay = 5e-4
+    c.model.dropout_rate = 0.5
+    name = {"base": "none", "base_jr": "jr", "base_at": "at", "base_jr_at": "jr_at"}[name]
   if name in ("l2", "all"):
     c.reg.weight_decay = 5e-4
   if name in ("dropout", "all"):
