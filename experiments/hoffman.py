@@ -133,11 +133,14 @@ def _norm_row(args, name: str, dataset, *, seed: int = 0) -> dict:
 
 
 def _table1_row(args, name: str, dataset) -> dict:
-  """Trains (or restores) Table-1 model `name` and evaluates it; cached per model."""
-  cache = os.path.join(args.workdir, "hoffman_table1", f"{name}.json")
+  """Trains (or restores) Table-1 model `name` and evaluates it; cached per model.
+  With ``--long`` the model is ``<name>_long`` (the longer SGD budget)."""
+  suffix = "_long" if args.long else ""
+  cache = os.path.join(args.workdir, f"hoffman_table1{suffix}", f"{name}.json")
   row = _cached(cache, jac_test=args.jac_test)
   if row is None:
-    row = _norm_row(args, name, dataset)
+    row = _norm_row(args, name + suffix, dataset)
+    row["model"] = name
     row["paper_test_accuracy"], row["paper_jacobian_fro"] = PAPER_TABLE1[name]
     common.write_json(cache, row)
   return row
@@ -159,8 +162,9 @@ def table1(args) -> dict:
       flush=True,
     )
   rows = {}
+  suffix = "_long" if args.long else ""
   for name in hconf.TABLE1:
-    row = common.read_json(os.path.join(args.workdir, "hoffman_table1", f"{name}.json"))
+    row = common.read_json(os.path.join(args.workdir, f"hoffman_table1{suffix}", f"{name}.json"))
     if row is not None:
       rows[name] = row
   record = common.record("hoffman_table1", args, dataset) | {
@@ -174,7 +178,8 @@ def table1(args) -> dict:
       "jr_accuracy_ge_0.989": rows["jr"]["test_accuracy"] >= 0.989,
       "jr_norm_10x_smaller": ratio >= 10.0,
     }
-  json_path, fig_path = _paths(args, "table1")
+  record["budget"] = "long" if args.long else "short"
+  json_path, fig_path = _paths(args, "table1" + suffix)
   common.write_json(json_path, record)
   plots.table1(rows, fig_path)
   return record
@@ -591,6 +596,190 @@ def amortized(args) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------- figure 3 (base)
+
+FIG3_EPS = {"linf": (0.05, 0.1, 0.15, 0.2, 0.3), "l2": (0.5, 1.0, 1.5, 2.0, 3.0)}
+FIG3_NOISE = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
+
+
+def _apgd_pair(norm: str, eps: float, steps: int, targets: int) -> tuple[AttackSpec, ...]:
+  return (
+    AttackSpec(f"apgd-ce-{norm}", "apgd", norm, (eps,), steps, loss="ce"),
+    AttackSpec(f"apgd-t-{norm}", "apgd-t", norm, (eps,), steps, num_targets=targets),
+  )
+
+
+def _fig3_curve(args, fn, params, x, y, idx, correct, norm, key, settings, cache_dir):
+  """Robust accuracy of APGD-CE + APGD-T over ``FIG3_EPS[norm]`` as a cascade over radii:
+  an image broken at a radius is broken at every larger one (its adversarial example
+  lies in the larger ball), so each radius attacks only the images robust at the one
+  before. Every radius is cached (``<cache_dir>/<norm>_<eps>.json``)."""
+  robust = idx[correct]
+  points, counts = [], {}
+  for k, eps in enumerate(FIG3_EPS[norm]):
+    path = os.path.join(cache_dir, f"{norm}_{eps}.json")
+    rec = _cached(path, **settings, eps=eps)
+    if rec is None:
+      t0 = time.perf_counter()
+      still = np.zeros(0, bool)
+      if len(robust):
+        report = jaxjac.evaluate(
+          fn, params, x[robust], y[robust], key=jax.random.fold_in(key, k), suite="standard",
+          attacks=_apgd_pair(norm, eps, settings["steps"], settings["num_targets"]),
+          noise_stds=(), batch_size=min(len(robust), 250), sanity=False, progress=False,
+          return_per_example=True,
+        )  # fmt: skip
+        still = np.asarray(report["per_example"]["worst_case"][norm]["robust"][0], bool)
+      rec = {**settings, "eps": eps, "attacked": robust.tolist(),
+             "robust": robust[still].tolist(), "seconds": time.perf_counter() - t0}  # fmt: skip
+      common.write_json(path, rec)
+    robust = np.asarray(rec["robust"], dtype=int)
+    points.append((eps, len(robust) / len(idx)))
+    counts[str(eps)] = len(robust)
+  return points, robust
+
+
+def _fig3_confirm(args, fn, params, x, y, robust_at, norm, key, settings, cache_dir):
+  """FAB-T and Square (the rest of the standard suite) at ``WORST_EPS[norm]`` on the
+  images of the first ``--confirm`` that APGD-CE + APGD-T left robust there: the
+  images they break (APGD-CE + APGD-T was then not the worst case)."""
+  eps = WORST_EPS[norm]
+  first = set(settings["indices"][: args.confirm])
+  todo = np.asarray([i for i in robust_at if i in first], dtype=int)
+  path = os.path.join(cache_dir, f"confirm_{norm}_{eps}.json")
+  rec = _cached(path, **settings, eps=eps, confirm=args.confirm)
+  if rec is None:
+    t0 = time.perf_counter()
+    broken = []
+    if len(todo):
+      steps, queries = settings["steps"], common.attack_strength(args)["queries"]
+      specs = (
+        AttackSpec(f"fab-t-{norm}", "fab-t", norm, (eps,), steps, num_targets=9),
+        AttackSpec(f"square-{norm}", "square", norm, (eps,), queries=queries),
+      )
+      report = jaxjac.evaluate(
+        fn, params, x[todo], y[todo], key=jax.random.fold_in(key, 99), suite="standard",
+        attacks=specs, noise_stds=(), batch_size=min(len(todo), 250), sanity=False,
+        progress=False, return_per_example=True,
+      )  # fmt: skip
+      still = np.asarray(report["per_example"]["worst_case"][norm]["robust"][0], bool)
+      broken = todo[~still].tolist()
+    rec = {**settings, "eps": eps, "confirm": args.confirm, "attacked": todo.tolist(),
+           "broken": broken, "seconds": time.perf_counter() - t0}  # fmt: skip
+    common.write_json(path, rec)
+  return {
+    "eps": eps,
+    "num_images": min(args.confirm, len(settings["indices"])),
+    "num_attacked": len(rec["attacked"]),
+    "broken_by_fab_or_square": rec["broken"],
+  }
+
+
+def _fig3_model(args, name: str, dataset, seed: int) -> dict:
+  """White-noise and APGD-CE + APGD-T curves of one Figure-3 model on ``--num_test``
+  images; with ``seed < --confirm_seeds`` the rest of the standard suite at
+  :data:`WORST_EPS` on the first ``--confirm`` of them."""
+  run = name if seed == 0 else f"{name}_s{seed}"
+  config, state, _, seconds, _ = _model(args, name, dataset, seed=seed)
+  _, _, test_x, test_y = common.train_data(config, dataset)
+  idx = common.subset(len(test_y), args.num_test, seed=1)
+  fn, params = state.apply_fn, {"params": state.params}
+  steps = common.attack_strength(args)["steps"]
+  targets = 3 if args.tiny else args.targets
+  settings = {"model": common.params_fingerprint(state.params), "steps": steps,
+              "num_targets": targets, "indices": idx.tolist()}  # fmt: skip
+  cache_dir = os.path.join(args.workdir, "hoffman_fig3", run)
+  key = jax.random.fold_in(jax.random.key(2019), 1000 + seed)
+  base = _cached(os.path.join(cache_dir, "noise.json"), **settings)
+  if base is None:
+    t0 = time.perf_counter()
+    report = jaxjac.evaluate(
+      fn, params, test_x[idx], test_y[idx], key=key, suite="fast", attacks=(),
+      noise_stds=FIG3_NOISE, batch_size=min(len(idx), 250), sanity=False, progress=False,
+      return_per_example=True,
+    )  # fmt: skip
+    base = {**settings, "clean": report["per_example"]["clean"],
+            "noise": list(zip(report["noise"]["std"], report["noise"]["accuracy"], strict=True)),
+            "clean_accuracy_full_test": common.accuracy(fn, params, test_x, test_y),
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+    common.write_json(os.path.join(cache_dir, "noise.json"), base)
+  correct = np.asarray(base["clean"], bool)
+  out = {
+    "model": name,
+    "seed": seed,
+    "train_seconds": seconds,
+    "clean_accuracy_full_test": base["clean_accuracy_full_test"],
+    "clean": float(correct.mean()),
+    "noise": [(0.0, float(correct.mean()))] + [tuple(p) for p in base["noise"]],
+  }
+  for i, norm in enumerate(FIG3_EPS):
+    nkey = jax.random.fold_in(key, 10 + i)
+    curve, _ = _fig3_curve(
+      args, fn, params, test_x, test_y, idx, correct, norm, nkey, settings, cache_dir
+    )
+    out[f"apgd_{norm}"] = [(0.0, float(correct.mean()))] + curve
+    if seed < args.confirm_seeds and args.confirm:
+      at = _cached(os.path.join(cache_dir, f"{norm}_{WORST_EPS[norm]}.json"), **settings)
+      out[f"confirm_{norm}"] = _fig3_confirm(
+        args, fn, params, test_x, test_y, at["robust"], norm, nkey, settings, cache_dir
+      )
+  return out
+
+
+def _mean_se(curves: list[list]) -> list[tuple[float, float, float]]:
+  """Per x: the mean over seeds and its standard error (std over seeds / sqrt(seeds))."""
+  xs = [p[0] for p in curves[0]]
+  ys = np.asarray([[p[1] for p in c] for c in curves], float)
+  se = ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(len(xs))
+  return [(float(x), float(m), float(s)) for x, m, s in zip(xs, ys.mean(0), se, strict=True)]
+
+
+def figure3(args) -> dict:
+  """Figure 3 on the paper's base (L2 and dropout under every model): base, base + JR,
+  base + AT, base + JR + AT, ``--seeds`` seeds each; white-noise curves and APGD-CE +
+  APGD-T curves over l_inf and l_2 radii on ``--num_test`` test images, mean and
+  standard error over seeds; the rest of the standard suite at one radius per norm on
+  the first ``--confirm`` images of the first ``--confirm_seeds`` seeds."""
+  hconf = common.load_config_module("hoffman")
+  dataset = common.load_data(args)
+  runs: dict[str, list[dict]] = {}
+  for seed in range(args.seeds):
+    for name in args.models or hconf.FIGURE3_BASE:
+      rec = _fig3_model(args, name, dataset, seed)
+      runs.setdefault(name, []).append(rec)
+      print(
+        f"{name:11s} s{seed} clean {rec['clean_accuracy_full_test']:.4f}  "
+        + "  ".join(f"{k} " + " ".join(f"{a:.3f}" for _, a in rec[k][1:]) for k in
+                    ("apgd_linf", "apgd_l2")),
+        flush=True,
+      )  # fmt: skip
+  summary = {
+    name: {k: _mean_se([r[k] for r in rs]) for k in ("noise", "apgd_linf", "apgd_l2")}
+    | {
+      "clean_accuracy_full_test": _mean_se([[(0, r["clean_accuracy_full_test"])] for r in rs])[0],
+      "num_seeds": len(rs),
+    }  # fmt: skip
+    for name, rs in runs.items()
+  }
+  record = common.record("hoffman_figure3", args, dataset) | {
+    "num_test": args.num_test,
+    "attack": {
+      "curves": "APGD-CE then APGD-T (cascade per radius and over radii)",
+      "steps": common.attack_strength(args)["steps"],
+      "apgd_t_targets": 3 if args.tiny else args.targets,
+      "noise": "one Gaussian draw per image, clipped to the box",
+    },  # fmt: skip
+    "eps": FIG3_EPS,
+    "confirm": {"images": args.confirm, "seeds": args.confirm_seeds, "eps": WORST_EPS},
+    "summary": summary,
+    "runs": runs,
+  }
+  json_path, fig_path = _paths(args, "figure3")
+  common.write_json(json_path, record)
+  plots.figure3(summary, args.num_test, fig_path)
+  return record
+
+
 def train(args) -> dict:
   """Trains (or resumes) ``--models`` for seeds ``0 .. --seeds - 1``, nothing else: the
   runs the other subcommands then restore. Meant for one process per core."""
@@ -606,6 +795,7 @@ def train(args) -> dict:
 
 SUBCOMMANDS = {
   "train": train,
+  "figure3": figure3,
   "table1": table1,
   "estimators": estimators,
   "worst_case": worst_case,
@@ -631,8 +821,19 @@ OPTIONS = {
   "--apgd": (int, 0, "amortized: APGD-CE robust accuracy of every run on N test images"),
   "--cell_points": (int, 20, "test points for Figure 1"),
   "--models": (list, None, "models (default: the subcommand's)"),
+  "--long": (bool, False, "table1: the longer SGD budget (models NAME_long)"),
+  "--targets": (int, 9, "figure3: APGD-T's target classes"),
+  "--confirm": (int, 100, "figure3: images for the rest of the standard suite"),
+  "--confirm_seeds": (int, 1, "figure3: seeds whose models get that check"),
 }
-TINY_CAPS = {"jac_test": 64, "num_test": 64, "num_worst": 64, "seeds": 2, "cell_points": 2}
+TINY_CAPS = {
+  "confirm": 16,
+  "jac_test": 64,
+  "num_test": 64,
+  "num_worst": 64,
+  "seeds": 2,
+  "cell_points": 2,
+}
 
 
 def main(argv=None) -> dict:

@@ -16,6 +16,10 @@ LABELS = {
   "all": "All",
   "at": "FGSM-RS AT",
   "jr_at": "JR + AT",
+  "base": "Base (L2 + dropout)",
+  "base_jr": "Base + JR",
+  "base_at": "Base + FGSM-RS AT",
+  "base_jr_at": "Base + JR + AT",
 }
 
 
@@ -88,6 +92,27 @@ def robustness(models: dict, num_test: int, path: str) -> None:
     for name, m in models.items():
       xs, ys = zip(*m[key], strict=True)
       ax.plot(xs, ys, marker="o", ms=3, label=LABELS.get(name, name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(-0.02, 1.02)
+  axes[0].set_ylabel(f"accuracy ({num_test} test images)")
+  axes[0].legend(fontsize=7)
+  _save(fig, path)
+
+
+def figure3(summary: dict, num_test: int, path: str) -> None:
+  """Figure 3 on the L2 + dropout base: accuracy against white-noise std and APGD-CE +
+  APGD-T radii (l_inf, l_2), mean over seeds with standard-error bars."""
+  panels = (
+    ("noise", "white-noise std"),
+    ("apgd_linf", "APGD-CE + APGD-T, l_inf eps"),
+    ("apgd_l2", "APGD-CE + APGD-T, l_2 eps"),
+  )
+  fig, axes = _pyplot().subplots(1, 3, figsize=(13, 3.8))
+  for ax, (key, xlabel) in zip(axes, panels, strict=True):
+    for name, m in summary.items():
+      xs, ys, se = zip(*m[key], strict=True)
+      label = f"{LABELS.get(name, name)} ({m['num_seeds']} seeds)"
+      ax.errorbar(xs, ys, yerr=se, marker="o", ms=3, capsize=2, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylim(-0.02, 1.02)
   axes[0].set_ylabel(f"accuracy ({num_test} test images)")

@@ -20,6 +20,10 @@ NAMES = {
   "all": "All combined",
   "at": "FGSM-RS AT (eps 0.1)",
   "jr_at": "JR + AT",
+  "base": "Base (L2 + dropout)",
+  "base_jr": "Base + JR",
+  "base_at": "Base + FGSM-RS AT",
+  "base_jr_at": "Base + JR + AT",
 }
 
 
@@ -71,6 +75,65 @@ def table1(rec: dict) -> str:
   ]
   header = ["model", "paper acc.", "ours acc.", "paper mean ‖J‖_F", "ours mean ‖J‖_F", "train"]
   return "\n".join([*_table(header, rows), "", _where(rec)])
+
+
+def table1_long(rec: dict) -> str:
+  """Table 1 at the longer budget, and the held-out ``||J||_F`` per half epoch."""
+  out = [table1(rec), ""]
+  ratio = rec.get("jr_norm_reduction_vs_none")
+  if ratio is not None:
+    out.append(f"JR norm reduction against no regularization: {ratio:.1f}x (goal: 10x)")
+    out.append("")
+  curves = {name: r["heldout_jacobian_fro_curve"] for name, r in rec["rows"].items()}
+  steps = sorted({s for c in curves.values() for s, _ in c})
+  header = ["step", *(NAMES[n] for n in curves)]
+  rows = [
+    [str(step), *(f"{dict(c).get(step, float('nan')):.2f}" for c in curves.values())]
+    for step in steps
+  ]
+  out += _table(header, rows)
+  return "\n".join(out)
+
+
+def _curve_cells(points: list, digits: int = 1) -> list[str]:
+  """``mean ± se`` in percent for each ``(x, mean, se)``."""
+  return [f"{100 * m:.{digits}f} ± {100 * se:.{digits}f}" for _, m, se in points]
+
+
+def figure3(rec: dict) -> str:
+  """Figure 3 on the L2 + dropout base: curves as mean ± standard error over seeds."""
+  out = []
+  for key, title in (
+    ("noise", "white-noise std"),
+    ("apgd_linf", "APGD-CE + APGD-T l_inf eps"),
+    ("apgd_l2", "APGD-CE + APGD-T l_2 eps"),
+  ):
+    first = next(iter(rec["summary"].values()))[key]
+    header = [f"{title} (seeds)", *(f"{x:g}" for x, _, _ in first)]
+    rows = [
+      [f"{NAMES[name]} ({m['num_seeds']})", *_curve_cells(m[key])]
+      for name, m in rec["summary"].items()
+    ]
+    out += [*_table(header, rows), ""]
+  clean = [
+    f"{NAMES[n]} {100 * m['clean_accuracy_full_test'][1]:.2f} ± "
+    f"{100 * m['clean_accuracy_full_test'][2]:.2f}%"
+    for n, m in rec["summary"].items()
+  ]
+  out.append("Clean accuracy (all 10000 test images): " + "; ".join(clean))
+  confirms = []
+  for name, runs in rec["runs"].items():
+    for r in runs:
+      for norm in ("linf", "l2"):
+        c = r.get(f"confirm_{norm}")
+        if c:
+          confirms.append(
+            f"{NAMES[name]} seed {r['seed']} {norm} {c['eps']:g}: {c['num_attacked']} robust of "
+            f"{c['num_images']}, FAB-T/Square broke {len(c['broken_by_fab_or_square'])}"
+          )
+  if confirms:
+    out += ["", "Rest of the standard suite after APGD-CE + APGD-T:", *(f"- {c}" for c in confirms)]
+  return "\n".join([*out, "", _where(rec)])
 
 
 def _estimator_spreads(s: dict) -> dict:
@@ -285,10 +348,11 @@ def sweep(rec: dict) -> str:
 
 SECTIONS = (
   ("hoffman_table1", table1),
+  ("hoffman_table1_long", table1_long),
+  ("hoffman_figure3", figure3),
   ("hoffman_estimators", estimators),
   ("hoffman_worst_case", worst_case),
   ("hoffman_amortized", amortized),
-  ("hoffman_robustness", robustness),
   ("hoffman_decision_cells", decision_cells),
   ("wu_li_surrogate_vs_adversarial", surrogate),
   ("wu_li_lambda_sweep", sweep),

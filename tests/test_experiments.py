@@ -100,6 +100,31 @@ def test_one_tiny_variant_and_seeds():
     _config("wu_li")("frobenius,abc")
 
 
+def test_hoffman_figure3_base_and_long_budget_variants():
+  get = _config("hoffman")
+  # Figure 3's models are none / jr / at / jr_at with L2 (5e-4) and dropout (0.5) under each.
+  for base, plain in (
+    ("base", "none"),
+    ("base_jr", "jr"),
+    ("base_at", "at"),
+    ("base_jr_at", "jr_at"),
+  ):
+    want = get(f"{plain},seed2").to_dict()
+    want["reg"]["weight_decay"], want["model"]["dropout_rate"] = 5e-4, 0.5
+    assert get(f"{base},seed2").to_dict() == want, base
+  assert get("base_jr").to_dict() == get("all").to_dict()
+  # The long budget changes the optimizer and the length, nothing else.
+  for name in ("none", "l2", "dropout", "jr", "all"):
+    short, long = get(name).to_dict(), get(f"{name}_long").to_dict()
+    assert (long["num_steps"], long["num_epochs"]) == (0, 6)
+    assert long["optimizer"] == {
+      "name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
+      "quench_epochs": (4.0, 5.0), "quench_factor": 0.1,
+    }  # fmt: skip
+    for key in ("model", "reg", "batch_size", "data", "loss", "seed"):
+      assert long[key] == short[key], (name, key)
+
+
 def test_hoffman_variants_set_what_their_names_say():
   get = _config("hoffman")
   jr = get("jr")
@@ -390,6 +415,25 @@ def test_hoffman_worst_case(dirs, common):
       assert w["worst"] == w["after"][w["attacks"][-1]]
       assert w["clean"] - w["worst"] == pytest.approx(sum(w["num_broken"].values()) / 64)
       assert w["worst_se"] == pytest.approx(common.standard_error(w["worst"], 64))
+
+
+@pytest.mark.slow  # four tiny trainings, APGD-CE + APGD-T at 3 iterations over ten radii
+def test_hoffman_figure3(dirs, common):
+  hoffman = load_experiment("hoffman")
+  rec = hoffman.main(["figure3", *dirs, "--seeds", "1"])
+  assert list(rec["summary"]) == ["base", "base_jr", "base_at", "base_jr_at"]
+  for name, (run,) in rec["runs"].items():
+    assert run["seed"] == 0 and "confirm_linf" in run and "confirm_l2" in run
+    for norm in ("linf", "l2"):
+      xs, accs = zip(*run[f"apgd_{norm}"], strict=True)
+      assert xs == (0.0, *hoffman.FIG3_EPS[norm])
+      # A cascade over radii: robust accuracy never rises with the radius.
+      assert all(a >= b for a, b in zip(accs[:-1], accs[1:], strict=True)), (name, norm, accs)
+      assert accs[0] == run["clean"]
+    assert rec["summary"][name]["apgd_l2"] == [(x, a, 0.0) for x, a in run["apgd_l2"]]
+  # Everything is cached: a second call attacks nothing and gives the same record.
+  again = hoffman.main(["figure3", *dirs, "--seeds", "1"])
+  assert again["summary"] == rec["summary"]
 
 
 @pytest.mark.slow  # twelve tiny trainings
